@@ -1,0 +1,142 @@
+"""Extrapolation rollouts, batched over videos: tangent space (paper Alg. 1), linear (Alg. 2), latent (Alg. 3).
+
+All rollouts take two clean frames u0, u1 (B, C, H, W) and return (B, steps + 2, C, H, W): the two given
+CLEAN frames followed by ``steps`` generated frames. (The paper's frame list starts with the noisy x0, x1;
+we return u0, u1 so the output starts like the ground truth video.) Generated frames are not clipped to
+[0, 1]: the algorithms never clip, and clipping would change the next step's velocity; clip for display only.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .tangent import Denoiser, autograd_enabled, tangent_basis
+
+
+class RolloutInfo(NamedTuple):
+    """Diagnostics of a `tangent_rollout`."""
+
+    eigenvalues: Tensor  # (B, steps, k): top-k eigenvalues at x_{i-1} for each step
+    applications: list[int]  # operator applications per image, per step
+    iterations: list[int]
+
+
+def _noise(like: Tensor, sigma: float, generator: torch.Generator | None) -> Tensor:
+    dev = generator.device if generator is not None else like.device
+    eps = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=dev).to(like.device)
+    return sigma * eps
+
+
+def _per_video_norm(v: Tensor) -> Tensor:
+    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+
+
+@autograd_enabled
+def tangent_rollout(
+    denoise: Denoiser,
+    u0: Tensor,
+    u1: Tensor,
+    steps: int,
+    eta: float,
+    sigma: float,
+    k: int,
+    generator: torch.Generator | None = None,
+    method: str = "block",
+    *,
+    return_info: bool = False,
+    **solver_kwargs,
+):
+    """Tangent-space extrapolation (paper Alg. 1), batched over videos.
+
+    x_0 = u0 + eps_0, x_1 = u1 + eps_1; each step: V = top-k eigenvectors of J_D(x_{i-1}) (`tangent_basis`,
+    warm-started from the previous step's V), v = x_{i-1} - x_{i-2}, p = V^T V v rescaled to ||v|| (per video),
+    u_i = D(x_{i-1} + eta p), x_i = u_i + eps_i. Returns (B, steps+2, C, H, W) = [u0, u1, u_2, ...] (clean given
+    frames first, see module doc; no clipping). Noise comes from ``generator`` (same seed -> same frames);
+    the solver's random start vectors come from a second generator seeded from it, so the noise draws do not
+    depend on the solver. With ``return_info`` also returns a `RolloutInfo`.
+    """
+    u0, u1 = u0.detach(), u1.detach()
+    solver_gen = None
+    if generator is not None:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        solver_gen = torch.Generator(generator.device).manual_seed(seed)
+    x_prev = u0 + _noise(u0, sigma, generator)
+    x_cur = u1 + _noise(u1, sigma, generator)
+    frames, eigs, apps, iters = [u0, u1], [], [], []
+    basis = None
+    for _ in range(steps):
+        basis, info = tangent_basis(
+            denoise, x_cur, k, method, init=basis, generator=solver_gen, return_info=True, **solver_kwargs
+        )
+        v = (x_cur - x_prev).flatten(1)
+        p = (basis.transpose(1, 2) @ (basis @ v.unsqueeze(-1))).squeeze(-1)
+        pn = p.norm(dim=1, keepdim=True)
+        # p = 0 only if v is normal to the tangent space: then there is no tangent direction to follow.
+        p = torch.where(pn > 0, p * v.norm(dim=1, keepdim=True) / pn.clamp_min(torch.finfo(p.dtype).tiny), p)
+        with torch.no_grad():
+            u = denoise(x_cur + eta * p.view_as(x_cur)).detach()
+        frames.append(u)
+        x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
+        eigs.append(info.eigenvalues)
+        apps.append(info.applications)
+        iters.append(info.iterations)
+    out = torch.stack(frames, dim=1)
+    if return_info:
+        ev = torch.stack(eigs, 1) if eigs else u0.new_zeros(u0.shape[0], 0, k)
+        return out, RolloutInfo(ev, apps, iters)
+    return out
+
+
+@torch.no_grad()
+def linear_rollout(
+    denoise: Denoiser,
+    u0: Tensor,
+    u1: Tensor,
+    steps: int,
+    eta: float,
+    sigma: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Linear extrapolation in noisy space, then denoise (paper Alg. 2, the baseline), batched over videos.
+
+    x_i = D(x_{i-1} + eta (x_{i-1} - x_{i-2})) + eps_i. Returns (B, steps+2, C, H, W) = [u0, u1, u_2, ...]
+    (clean given frames first; no clipping).
+    """
+    x_prev = u0 + _noise(u0, sigma, generator)
+    x_cur = u1 + _noise(u1, sigma, generator)
+    frames = [u0, u1]
+    for _ in range(steps):
+        u = denoise(x_cur + eta * (x_cur - x_prev))
+        frames.append(u)
+        x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
+    return torch.stack(frames, dim=1)
+
+
+@torch.no_grad()
+def latent_rollout(
+    encode: Callable[[Tensor], Tensor],
+    decode: Callable[[Tensor], Tensor],
+    u0: Tensor,
+    u1: Tensor,
+    steps: int,
+    eta: float,
+    *,
+    reencode: bool = True,
+) -> Tensor:
+    """Linear extrapolation in a latent space (paper Alg. 3, the VAE baseline), batched over videos.
+
+    z_i from z_{i-1} + eta (z_{i-1} - z_{i-2}), u_i = decode(.). Alg. 3 leaves the next latent undefined; as
+    in Alg. 2 (where x_i is rebuilt from the frame u_i) we take z_i = encode(u_i) (``reencode=True``);
+    ``reencode=False`` keeps z_i = z_{i-1} + eta v_i (a straight line in latent space). Returns
+    (B, steps+2, C, H, W) = [u0, u1, u_2, ...] (no clipping).
+    """
+    z_prev, z_cur = encode(u0), encode(u1)
+    frames = [u0, u1]
+    for _ in range(steps):
+        z_v = z_cur + eta * (z_cur - z_prev)
+        u = decode(z_v)
+        frames.append(u.reshape(u0.shape).to(u0.dtype))
+        z_prev, z_cur = z_cur, (encode(u) if reencode else z_v)
+    return torch.stack(frames, dim=1)

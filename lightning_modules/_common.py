@@ -1,0 +1,40 @@
+"""Helpers shared by the Lightning modules: injected-network hparams and the optimiser."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def build_network(network: nn.Module | dict[str, Any]) -> nn.Module:
+    """Accept a module or a ``{"class_path", "init_args"}`` dict (what a checkpoint stores)."""
+    if isinstance(network, nn.Module):
+        return network
+    module_path, name = network["class_path"].rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_path), name)
+    return cls(**dict(network.get("init_args") or {}))
+
+
+def network_hparam(network: nn.Module) -> Any:
+    """What goes into ``hparams["network"]``: the network's own class_path dict if it records one.
+
+    Under LightningCLI the CLI's config dump is saved instead (same form), so
+    ``load_from_checkpoint`` rebuilds the network either way; a module without ``config`` is pickled.
+    """
+    return getattr(network, "config", network)
+
+
+def configure_adam(module, lr: float, lr_schedule: str, step_size: int, gamma: float):
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    if lr_schedule == "none":
+        return optimizer
+    if lr_schedule == "cosine":  # per step, over the whole run
+        total = max(int(module.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    if lr_schedule == "step":  # the cited work: halve every 100 epochs
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+    raise ValueError(f"lr_schedule must be 'cosine', 'step' or 'none', got {lr_schedule!r}")

@@ -1,0 +1,110 @@
+"""Training a noise predictor phi (paper section 2.2, eq. 2): D(x) = x - phi(x) is the denoiser."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ._common import build_network, configure_adam, network_hparam
+
+
+class DenoiserModule(pl.LightningModule):
+    """Blind denoiser trained on a range of noise levels.
+
+    Args:
+        network: the noise predictor, ``(B, C, H, W) -> (B, C, H, W)`` (e.g. :class:`UNet`).
+        sigma_range: noise std range, in units of a [0, 1] image.
+        sigma_schedule: "uniform" in sigma, or "sqrt": uniform in sqrt(sigma) (more small noise
+            levels; the "quadratic" schedule of Kadkhodaie et al.).
+        lr, lr_schedule, lr_step_size, lr_gamma: Adam; "cosine" anneals per step to zero over
+            the run, "step" multiplies by ``lr_gamma`` every ``lr_step_size`` epochs.
+        val_sigmas: fixed noise levels at which val/test report PSNR (``val/psnr_25`` for 25/255).
+        val_seed: seed of the val/test noise, drawn per batch index so epochs are comparable
+            (assumes an unshuffled val loader).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        sigma_range: tuple[float, float] = (0.0, 0.4),
+        sigma_schedule: Literal["uniform", "sqrt"] = "sqrt",
+        lr: float = 1e-3,
+        lr_schedule: Literal["cosine", "step", "none"] = "cosine",
+        lr_step_size: int = 100,
+        lr_gamma: float = 0.5,
+        val_sigmas: Sequence[float] = (15 / 255, 25 / 255, 50 / 255),
+        val_seed: int = 0,
+    ):
+        super().__init__()
+        net = build_network(network)
+        network = network_hparam(net)  # save_hyperparameters reads this local
+        self.save_hyperparameters()
+        self.network = net
+        self.frame_shape: tuple[int, ...] | None = None  # (C, H, W) of the training frames, saved in checkpoints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """Clean estimate ``D(x) = x - phi(x)``."""
+        return x - self.network(x)
+
+    def sample_sigma(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        lo, hi = self.hparams.sigma_range
+        u = torch.rand(n, generator=generator)
+        if self.hparams.sigma_schedule == "sqrt":
+            return (math.sqrt(lo) + u * (math.sqrt(hi) - math.sqrt(lo))) ** 2
+        if self.hparams.sigma_schedule == "uniform":
+            return lo + u * (hi - lo)
+        raise ValueError(f"sigma_schedule must be 'uniform' or 'sqrt', got {self.hparams.sigma_schedule!r}")
+
+    def _step(self, x: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor:
+        x = x[0] if isinstance(x, (list, tuple)) else x  # tolerate (frames, ...) batches
+        b = x.shape[0]
+        if stage == "train" and self.frame_shape is None:
+            self.frame_shape = tuple(x.shape[1:])  # lets `predict` check user frames against it
+        # val/test: the same sigmas and noise every epoch; drawn on the CPU so devices agree
+        gen = None if stage == "train" else torch.Generator().manual_seed(self.hparams.val_seed * 100003 + batch_idx)
+        sigma = self.sample_sigma(b, gen).to(x).view(b, 1, 1, 1)
+        noise = torch.randn(x.shape, generator=gen).to(x) * sigma
+        err = self.network(x + noise) - noise
+        loss = err.pow(2).sum() / b  # eq. 2: summed over pixels, averaged over the batch
+        on_step = stage == "train"
+        kw = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
+        self.log(f"{stage}/loss", loss, prog_bar=True, **kw)
+        self.log(f"{stage}/mse", err.detach().pow(2).mean(), **kw)  # per pixel, for readability
+        if stage != "train":
+            base = torch.randn(x.shape, generator=gen).to(x)
+            for s in self.hparams.val_sigmas:
+                mse = (self.denoise(x + s * base) - x).pow(2).flatten(1).mean(1)
+                psnr = (-10 * torch.log10(mse.clamp_min(1e-12))).mean()  # per-image PSNR, peak 1
+                self.log(f"{stage}/psnr_{round(s * 255)}", psnr, prog_bar=round(s * 255) == 25, **kw)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val", batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test", batch_idx)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        """The batch itself: `callbacks.ExtrapolationWriter` rolls out predict batches (frame pairs);
+        without this, Lightning would call forward on them."""
+        return batch
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["frame_shape"] = self.frame_shape
+
+    def on_load_checkpoint(self, checkpoint):
+        self.frame_shape = checkpoint.get("frame_shape")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return configure_adam(self, h.lr, h.lr_schedule, h.lr_step_size, h.lr_gamma)

@@ -1,0 +1,251 @@
+"""ExtrapolationCallback: media helpers, metrics, media files, sanity check, test trials, VAE."""
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import lightning.pytorch as pl  # noqa: E402
+import wandb  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
+from callbacks import ExtrapolationCallback, media  # noqa: E402
+from datamodules import RotatedMNISTDataModule  # noqa: E402
+from lightning_modules import VAE, DenoiserModule, UNet, VAEModule, WandbLogger  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # on this shared 2-core machine two intra-op threads oversubscribe: tangent rollouts ran 15x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gif_frames(path) -> list[np.ndarray]:
+    return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(path))]
+
+
+# ---------------------------------------------------------------- media helpers
+def test_to_uint8_scales_floats():
+    x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 2.0])
+    assert media.to_uint8(x).tolist() == [0, 0, 128, 255, 255]
+
+
+def test_side_by_side_pads_and_separates():
+    a = torch.rand(5, 1, 4, 6)
+    b = torch.rand(3, 1, 4, 6)
+    out = media.side_by_side([a, b], scale=2, separator=3)
+    assert out.shape == (5, 3, 8, 2 * 12 + 3)
+    assert torch.equal(out[4, :, :, 15:], out[2, :, :, 15:])  # the short panel holds its last frame
+    assert torch.all(out[:, :, :, 12:15] == media.SEPARATOR)
+    labelled = media.side_by_side([a, b], labels=["gt", "x"])
+    assert labelled.shape[2] > 4
+
+
+@pytest.mark.parametrize("fmt", ["gif", "mp4"])
+def test_write_video_is_not_black(tmp_path, fmt):
+    t = torch.linspace(0, 1, 6).view(6, 1, 1, 1)
+    frames = (torch.rand(6, 1, 20, 20) * 0.5 + 0.5 * t).clamp(0, 1)  # floats in [0, 1]
+    path = media.write_video(media.side_by_side([frames], scale=2), tmp_path / f"v.{fmt}", fps=5)
+    if fmt == "gif":
+        decoded = gif_frames(path)
+    else:
+        import av
+
+        with av.open(str(path)) as c:
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == 6
+    assert all(f.max() > 100 for f in decoded)
+    assert abs(decoded[-1].mean() - 255 * float(frames[-1].mean())) < 20
+
+
+def test_figures(tmp_path):
+    cost = torch.rand(10, 6)
+    path = torch.tensor([[0, 0], [1, 1], [2, 1], [9, 5]])
+    p = media.save_figure(media.alignment_figure([cost, cost], [path, path], ["a", "b"]), tmp_path / "a.png")
+    lat = torch.arange(10) * 36.0
+    nearest = torch.tensor([0, 1, 2, 2, 3, 9])
+    q = media.save_figure(media.manifold_figure(lat, [nearest], ["t"], circle=True), tmp_path / "m.png")
+    r = media.save_figure(media.manifold_figure(lat, [nearest], ["t"], circle=False), tmp_path / "l.png")
+    assert all(Image.open(x).size[0] > 100 for x in (p, q, r))
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        ExtrapolationCallback(methods=("tangent", "spline"))
+    with pytest.raises(ValueError):
+        ExtrapolationCallback(media_format="avi")
+
+
+# ---------------------------------------------------------------- with a Trainer
+V, T, STEPS = 3, 16, 5
+SOLVER = dict(max_iters=3)  # an untrained net has no spectral gap: cap the eigen-solver (CPU time)
+
+
+def make_dm():
+    return RotatedMNISTDataModule(indices=list(range(V)), num_frames=T, num_val_frames=16, batch_size=16)
+
+
+def make_denoiser():
+    torch.manual_seed(0)
+    return DenoiserModule(UNet(widths=(8, 16), mid_width=16))
+
+
+def make_trainer(tmp_path, callback, max_epochs=1, wandb_logger=True, **kw):
+    loggers = [CSVLogger(str(tmp_path / "runs"), name="tiny")]
+    if wandb_logger:
+        loggers.append(WandbLogger(project="test", save_dir=str(tmp_path / "runs" / "tiny")))
+    kw = dict(dict(limit_train_batches=2, limit_val_batches=1, limit_test_batches=1), **kw)
+    return pl.Trainer(max_epochs=max_epochs, logger=loggers, callbacks=[callback] + kw.pop("callbacks", []),
+                      accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, **kw)
+
+
+def read_metrics(trainer) -> list[dict]:
+    with open(Path(trainer.log_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def finish_wandb():
+    yield
+    wandb.finish()
+
+
+def test_fit_logs_metrics_and_media(tmp_path, finish_wandb):
+    cb = ExtrapolationCallback(steps=STEPS, k=1, solver=SOLVER, every_n_epochs=2, videos_per_chunk=2, num_media_videos=2)
+    trainer = make_trainer(tmp_path, cb, max_epochs=3, num_sanity_val_steps=1)
+    trainer.fit(make_denoiser(), make_dm())
+
+    # due: epoch 2 (every_n_epochs=2) and 3 (the last), not 1 nor the sanity check;
+    # each time 2 chunks (2 + 1 videos) x 2 methods
+    assert cb.num_rollouts == 2 * 4
+    rows = read_metrics(trainer)
+    for name in ("val/dtw_ssid/tangent", "val/dtw_ssid/linear", "val/dtw_ssid_cut/tangent", "val/dtw_ssid_cut/linear"):
+        value = float(trainer.callback_metrics[name])
+        assert 0 <= value < 2
+        logged = [(int(r["epoch"]), float(r[name])) for r in rows if r.get(name)]
+        assert [e for e, _ in logged] == [1, 2] and logged[-1][1] == pytest.approx(value)
+
+    run_media = Path(trainer.log_dir) / "media" / "val" / "epoch_001"
+    for i in range(2):
+        assert (run_media / f"alignment_{i:02d}.png").exists()
+        assert (run_media / f"manifold_{i:02d}.png").exists()  # rotated MNIST has latents
+        frames = gif_frames(run_media / f"rollout_{i:02d}.gif")
+        assert len(frames) == T  # padded to the longest panel (ground truth: T > STEPS + 2)
+        assert all(f.max() > 0 for f in frames)
+        assert frames[0][:, :, 0].mean() > 10  # the digits are visible, not a black frame
+    assert not (run_media / "rollout_02.gif").exists()
+
+    offline = glob.glob(str(tmp_path / "runs" / "tiny" / "wandb" / "offline-run-*" / "files" / "media"))
+    assert len(offline) == 1
+    gifs = glob.glob(f"{offline[0]}/videos/val/rollouts_*.gif")
+    # 2 videos x 2 due epochs
+    assert len(gifs) == 4 and all(max(f.max() for f in gif_frames(g)) > 0 for g in gifs)
+    assert len(glob.glob(f"{offline[0]}/images/val/alignment_*.png")) == 4
+    assert len(glob.glob(f"{offline[0]}/images/val/manifold_*.png")) == 4
+
+
+def test_restores_train_mode_and_runs_without_wandb(tmp_path):
+    cb = ExtrapolationCallback(methods=("linear", "latent"), steps=STEPS, num_media_videos=0,
+                               vae_checkpoint=str(tmp_path / "not_trained_yet.ckpt"))
+    model = make_denoiser()
+    trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="latent"):
+        trainer.fit(model, make_dm())
+    assert cb.num_rollouts == 1  # one chunk of 3 videos (videos_per_chunk=5), latent skipped
+    assert "val/dtw_ssid/linear" in trainer.callback_metrics
+    assert "val/dtw_ssid/latent" not in trainer.callback_metrics
+    assert model.training  # Lightning's train mode came back after validation
+    assert not (Path(trainer.log_dir) / "media").exists()
+
+
+def test_test_reports_mean_and_std_over_trials(tmp_path, finish_wandb):
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    cb = ExtrapolationCallback(methods=("linear",), steps=STEPS, test_trials=3, num_media_videos=1)
+    trainer = make_trainer(tmp_path, cb, callbacks=[ckpt], num_sanity_val_steps=0, limit_val_batches=0)
+    model, dm = make_denoiser(), make_dm()
+    trainer.fit(model, dm)
+    assert cb.num_rollouts == 0  # no validation
+    trainer.test(model, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert cb.num_rollouts == 3  # 3 trials x 1 chunk x 1 method
+    m = trainer.callback_metrics
+    for method in ("linear",):
+        assert 0 <= float(m[f"test/dtw_ssid/{method}"]) < 2
+        assert float(m[f"test/dtw_ssid_std/{method}"]) > 0  # trials differ in their noise
+        assert f"test/dtw_ssid_cut_std/{method}" in m
+
+    with open(Path(trainer.log_dir) / "test_dtw_ssid_per_video.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == V
+    per_trial = np.array([[float(r[f"dtw_ssid_trial{t}"]) for t in range(3)] for r in rows])  # (V, trials)
+    assert per_trial.mean() == pytest.approx(float(m["test/dtw_ssid/linear"]), abs=1e-6)
+    assert per_trial.mean(0).std(ddof=1) == pytest.approx(float(m["test/dtw_ssid_std/linear"]), abs=1e-6)
+    assert (Path(trainer.log_dir) / "media" / "test" / "epoch_001" / "rollout_00.gif").exists()
+    assert glob.glob(str(tmp_path / "runs" / "tiny" / "wandb" / "offline-run-*" / "files" / "media" / "table" / "test" / "*.json"))
+
+
+def test_same_seed_same_numbers(tmp_path):
+    def run(seed):
+        cb = ExtrapolationCallback(methods=("linear",), steps=STEPS, seed=seed, num_media_videos=0)
+        trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0, max_steps=0)
+        trainer.validate(make_denoiser(), make_dm())
+        return float(trainer.callback_metrics["val/dtw_ssid/linear"])
+
+    assert run(0) == run(0) != run(1)
+
+
+def test_latent_method_with_vae(tmp_path):
+    # a VAE being trained: the callback rolls out with the module itself, latent only
+    torch.manual_seed(0)
+    vae = VAEModule(VAE(image_size=20, latent_dim=8, widths=(4, 8)))
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "vae"), save_last=True)
+    cb = ExtrapolationCallback(steps=STEPS, num_media_videos=1)
+    trainer = make_trainer(tmp_path, cb, callbacks=[ckpt], wandb_logger=False, num_sanity_val_steps=0)
+    trainer.fit(vae, make_dm())
+    assert "val/dtw_ssid/latent" in trainer.callback_metrics
+    assert "val/dtw_ssid/tangent" not in trainer.callback_metrics
+
+    # a denoiser run compares the methods with the VAE from its checkpoint
+    cb = ExtrapolationCallback(methods=("linear", "latent"), steps=STEPS, vae_eta=0.5,
+                               vae_checkpoint=str(tmp_path / "vae" / "last.ckpt"), num_media_videos=1)
+    trainer = make_trainer(tmp_path / "d", cb, wandb_logger=False, num_sanity_val_steps=0)
+    trainer.fit(make_denoiser(), make_dm())
+    for method in ("linear", "latent"):
+        assert f"val/dtw_ssid/{method}" in trainer.callback_metrics
+    assert cb._vae is not None and not cb._vae.training
+    frames = gif_frames(Path(trainer.log_dir) / "media" / "val" / "epoch_000" / "rollout_00.gif")
+    assert frames[0].shape[1] > 3 * 80  # three panels: ground truth | linear | latent
+
+
+def test_numerical_failure_gives_nan_not_a_crash(tmp_path, monkeypatch):
+    import extrapolation
+
+    def failing(*args, **kwargs):
+        raise torch.linalg.LinAlgError("eigh failed to converge")
+
+    monkeypatch.setattr(extrapolation, "tangent_rollout", failing)
+    cb = ExtrapolationCallback(steps=STEPS, num_media_videos=1)
+    trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="tangent rollout of videos 0-2 failed"):
+        trainer.fit(make_denoiser(), make_dm())
+    assert torch.isnan(trainer.callback_metrics["val/dtw_ssid/tangent"])
+    assert torch.isfinite(trainer.callback_metrics["val/dtw_ssid/linear"])
+    assert (Path(trainer.log_dir) / "media" / "val" / "epoch_000" / "rollout_00.gif").exists()
+
+
+def test_skipped_under_fast_dev_run(tmp_path):
+    cb = ExtrapolationCallback(methods=("linear",), steps=STEPS)
+    trainer = make_trainer(tmp_path, cb, wandb_logger=False, fast_dev_run=1)
+    trainer.fit(make_denoiser(), make_dm())
+    assert cb.num_rollouts == 0

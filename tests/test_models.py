@@ -1,0 +1,240 @@
+"""Networks, Lightning modules and the auto-offline W&B logger (fast: tiny widths)."""
+import os
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lightning_modules import VAE, DenoiserModule, UNet, VAEModule, WandbLogger
+
+TINY = dict(widths=(4, 8, 16), mid_width=16)
+
+
+@pytest.mark.parametrize("channels,size", [(1, 20), (3, 20), (1, 64), (3, 64)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_unet_shapes(channels, size, bias):
+    net = UNet(channels, bias=bias, **TINY)
+    x = torch.rand(2, channels, size, size)
+    assert net(x).shape == x.shape
+    assert net.eval()(x).shape == x.shape
+
+
+def test_unet_default_is_the_cited_size():
+    net = UNet()
+    assert net.down[0][0].out_channels == 64 and net.mid[0].out_channels == 512
+    assert net.down[0][0].bias is not None  # biased by default (NOTES: bias-free fails on rotation)
+
+
+def _trained_a_little(net, shape):
+    """A few train-mode forwards so batch-norm running statistics are not the identity."""
+    torch.manual_seed(0)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(8, *shape))
+    return net.eval()
+
+
+@pytest.mark.parametrize("size", [20, 32])  # 20: through the reflect padding
+def test_bias_free_unet_is_homogeneous_in_eval(size):
+    net = _trained_a_little(UNet(1, bias=False, **TINY), (1, size, size))
+    x = torch.rand(4, 1, size, size)
+    with torch.no_grad():
+        y = net(x)
+        for a in (0.5, 2.0, 3.0):
+            torch.testing.assert_close(net(a * x), a * y, rtol=1e-4, atol=1e-5)
+    assert all(p.bias is None for p in net.modules() if isinstance(p, torch.nn.Conv2d))
+
+
+def test_biased_unet_is_not_homogeneous():
+    net = _trained_a_little(UNet(1, bias=True, **TINY), (1, 20, 20))
+    x = torch.rand(4, 1, 20, 20)
+    with torch.no_grad():
+        assert not torch.allclose(net(3.0 * x), 3.0 * net(x), rtol=1e-3, atol=1e-4)
+
+
+def test_unet_output_depends_only_on_the_crop():
+    """Padding/cropping keeps spatial alignment: a pixel change moves the output near that pixel."""
+    net = UNet(1, **TINY).eval()
+    x = torch.rand(1, 1, 20, 20)
+    x2 = x.clone()
+    x2[..., 0, 0] += 1.0
+    with torch.no_grad():
+        d = (net(x2) - net(x)).abs()[0, 0]
+    assert d[:5, :5].sum() > d[10:, 10:].sum()
+
+
+def _denoiser(**kw):
+    return DenoiserModule(UNet(1, **TINY), **kw)
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    module = _denoiser()
+    module.log = lambda *a, **k: None
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    x = torch.rand(16, 1, 20, 20)
+
+    def loss():  # the fixed val noise (seeded by batch index), so both evaluations see the same draw
+        return module._step(x, "val", 0)
+
+    module.train()  # batch statistics, as in training
+    before = loss()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = loss()
+    assert after < before
+
+
+def test_sigma_schedules():
+    gen = torch.Generator().manual_seed(0)
+    u = _denoiser(sigma_range=(0.0, 0.4), sigma_schedule="uniform").sample_sigma(20000, gen)
+    s = _denoiser(sigma_range=(0.0, 0.4), sigma_schedule="sqrt").sample_sigma(20000, gen)
+    assert 0 <= u.min() and u.max() <= 0.4 and 0 <= s.min() and s.max() <= 0.4
+    assert abs(u.mean() - 0.2) < 0.01
+    assert abs(s.mean() - 0.4 / 3) < 0.01  # E[(0.4^0.5 U)^2] = 0.4 / 3
+    with pytest.raises(ValueError):
+        _denoiser(sigma_schedule="log").sample_sigma(3)
+
+
+def test_denoise_is_x_minus_noise_prediction():
+    module = _denoiser().eval()
+    x = torch.rand(3, 1, 20, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(module.denoise(x), x - module.network(x))
+
+
+def test_val_noise_is_fixed_across_calls():
+    module = _denoiser().eval()
+    logged = {}
+    module.log = lambda name, value, **k: logged.setdefault(name, []).append(float(value))
+    x = torch.rand(8, 1, 20, 20)
+    with torch.no_grad():
+        module.validation_step(x, 0)
+        module.validation_step(x, 0)
+    assert set(logged) >= {"val/loss", "val/mse", "val/psnr_15", "val/psnr_25", "val/psnr_50"}
+    assert logged["val/loss"][0] == logged["val/loss"][1]
+    assert logged["val/psnr_15"][0] > logged["val/psnr_50"][0] - 1  # untrained, but ordered noise
+
+
+@pytest.mark.parametrize("channels,size", [(1, 20), (3, 64)])
+def test_vae_shapes_and_api(channels, size):
+    net = VAE(channels, size)
+    x = torch.rand(4, channels, size, size)
+    logits, mean, logvar = net(x)
+    assert logits.shape == x.shape and mean.shape == logvar.shape == (4, 512)
+    module = VAEModule(net).eval()
+    with torch.no_grad():
+        z = module.encode(x)
+        y = module.decode(z)
+        _, mean, _ = net(x)  # eval: batch-norm running statistics, z = posterior mean
+    assert z.shape == (4, 512) and y.shape == x.shape
+    assert 0 <= y.min() and y.max() <= 1
+    torch.testing.assert_close(z, mean)
+
+
+def test_vae_step_lowers_the_loss():
+    torch.manual_seed(0)
+    module = VAEModule(VAE(1, 20, latent_dim=16, widths=(8, 8, 8, 8, 8)), lr=1e-2)
+    module.log = lambda *a, **k: None
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    x = (torch.rand(16, 1, 20, 20) > 0.7).float()
+    losses = []
+    for _ in range(5):
+        loss = module._step(x, "train")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+class _Frames(pl.LightningDataModule):
+    def __init__(self, shape=(1, 20, 20)):
+        super().__init__()
+        self.data = torch.rand(16, *shape)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.data, batch_size=8)
+
+    val_dataloader = test_dataloader = train_dataloader
+
+
+def _fit(module, tmp_path, dm=None):
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, dm or _Frames())
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_denoiser_load_from_checkpoint_round_trip(tmp_path):
+    module = DenoiserModule(UNet(1, bias=False, **TINY), sigma_range=(0.0, 0.3), lr=2e-3)
+    path = _fit(module, tmp_path)
+    loaded = DenoiserModule.load_from_checkpoint(path)
+    assert isinstance(loaded.network, UNet) and loaded.hparams.lr == 2e-3
+    assert tuple(loaded.hparams.sigma_range) == (0.0, 0.3)
+    assert loaded.network.down[0][0].bias is None  # init args restored
+    x = torch.rand(2, 1, 20, 20)
+    module.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.denoise(x), module.denoise(x))
+
+
+def test_vae_load_from_checkpoint_round_trip(tmp_path):
+    module = VAEModule(VAE(1, 20, latent_dim=8, widths=(4, 4, 4, 4, 4)), kl_weight=0.5)
+    path = _fit(module, tmp_path)
+    loaded = VAEModule.load_from_checkpoint(path).eval()
+    module.eval()
+    x = torch.rand(2, 1, 20, 20)
+    assert loaded.hparams.kl_weight == 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), module.encode(x))
+
+
+@pytest.fixture
+def no_wandb_credentials(tmp_path, monkeypatch):
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "home").mkdir()
+    yield
+    import wandb
+
+    wandb.teardown()  # wandb caches settings read from this test's environment
+
+
+def test_wandb_logger_goes_offline_without_credentials(tmp_path, no_wandb_credentials):
+    import wandb
+
+    start = time.perf_counter()
+    logger = WandbLogger(project="test", save_dir=str(tmp_path / "runs"))
+    try:
+        assert logger._auto_offline
+        logger.log_metrics({"x": 1.0})
+        run_dir = Path(logger.experiment.dir).parent
+    finally:
+        wandb.finish()
+    assert run_dir.name.startswith("offline-run-") and run_dir.is_dir()
+    assert str(tmp_path / "runs") in str(run_dir)
+    assert time.perf_counter() - start < 60
+
+
+def test_wandb_logger_respects_wandb_mode_and_credentials(no_wandb_credentials, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not WandbLogger(project="test")._auto_offline
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not WandbLogger(project="test")._auto_offline
+    monkeypatch.delenv("WANDB_API_KEY")
+    Path(os.environ["NETRC"]).write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
+    os.chmod(os.environ["NETRC"], 0o600)
+    assert not WandbLogger(project="test")._auto_offline

@@ -1,0 +1,222 @@
+"""`train.py predict` on a checkpoint and the user's own frames (FramePairsDataModule + ExtrapolationWriter)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from callbacks import ExtrapolationWriter
+from datamodules import FramePairsDataModule
+from datamodules.frame_pairs import InputError, MissingInputError
+from lightning_modules import VAE, DenoiserModule, UNet, VAEModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _finish_wandb():
+    import wandb
+
+    wandb.finish()
+
+
+def _png(path: Path, size=(20, 20), mode="L", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    shape = (size[0], size[1]) if mode == "L" else (size[0], size[1], 3)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(path)
+    return path
+
+
+def _video(path: Path, n: int = 4, size: int = 20) -> Path:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for i in range(n):
+            img = np.full((size, size, 3), 40 * i, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny denoiser checkpoint made the way users make one: `train.py fit` with a config."""
+    d = tmp_path_factory.mktemp("fit")
+    cwd = Path.cwd()
+    try:
+        os.chdir(d)
+        train.main(args=["fit", "--config", str(ROOT / "configs/tiny/rot.yaml"), "--trainer.max_steps=1",
+                         "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
+                         "--trainer.enable_progress_bar=false"])
+    finally:
+        os.chdir(cwd)
+        _finish_wandb()
+    path = d / "runs/tiny_rot/checkpoints/last.ckpt"
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(ckpt) -> DenoiserModule:
+    return DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu")
+
+
+@pytest.fixture
+def pngs(tmp_path) -> list[Path]:
+    return [_png(tmp_path / f"f{i}.png", seed=i) for i in range(4)]
+
+
+def _predict(model, dm, tmp_path, devices=1, **writer_kw) -> Path:
+    out = tmp_path / "out"
+    kw = dict(method="linear", steps=3, output_dir=str(out))
+    kw.update(writer_kw)
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[ExtrapolationWriter(**kw)])
+    trainer.predict(model, datamodule=dm, return_predictions=False)
+    return out
+
+
+def _frames(folder: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f)) for f in sorted(folder.glob("frame_*.png"))])
+
+
+def _cli_predict(ckpt, args):
+    try:
+        train.main(args=["predict", "--config", str(ROOT / "configs/rot.yaml"), *args, "--ckpt_path", str(ckpt),
+                         "--trainer.enable_progress_bar=false"])
+    finally:
+        _finish_wandb()
+
+
+@pytest.mark.parametrize("form", ["predict_config", "append_writer"])
+def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
+    """The documented commands, on the full-size training config (the checkpoint's hparams
+    give the tiny network): with configs/predict/rot.yaml, or switching the data and appending
+    the writer on the command line (the training callbacks then stay, inert)."""
+    monkeypatch.chdir(tmp_path)
+    pairs = f"[[{pngs[0]}, {pngs[1]}], [{pngs[2]}, {pngs[3]}]]"
+    if form == "predict_config":
+        args = ["--config", str(ROOT / "configs/predict/rot.yaml"), "--data.pairs", pairs]
+    else:
+        args = ["--data", "datamodules.FramePairsDataModule", "--data.pairs", pairs,
+                "--trainer.callbacks+=callbacks.ExtrapolationWriter"]
+    _cli_predict(ckpt, [*args, "--trainer.callbacks.init_args.method=linear",
+                        "--trainer.callbacks.init_args.steps=3"])
+    out = sorted(tmp_path.glob("runs/rot/version_*/predictions"))
+    assert len(out) == 1
+    for i, (a, b) in enumerate([(0, 1), (2, 3)]):
+        pair = out[0] / f"pair_{i:03d}"
+        frames = _frames(pair)
+        assert frames.shape == (3 + 2, 20, 20)
+        # the first two frames are the inputs, unchanged
+        assert np.array_equal(frames[0], np.asarray(Image.open(pngs[a])))
+        assert np.array_equal(frames[1], np.asarray(Image.open(pngs[b])))
+        assert (pair / "rollout.gif").is_file() and (pair / "strip.png").is_file()
+        strip = Image.open(pair / "strip.png")
+        assert strip.height == 80 and strip.width > 5 * 80
+        info = json.loads((pair / "info.json").read_text())
+        assert info["method"] == "linear" and info["frames"] == 5 and str(pngs[a]) in info["source"]
+    assert (out[0].parent / "config.yaml").is_file()  # the predict run's own config beside it
+
+
+def test_same_seed_same_frames_any_batching(model, pngs, tmp_path):
+    pairs = [[str(pngs[0]), str(pngs[1])], [str(pngs[2]), str(pngs[3])]]
+    kw = dict(method="tangent", steps=1, k=2, solver={"max_iters": 3}, seed=7)  # few iterations: speed
+    a = _predict(model, FramePairsDataModule(pairs=pairs, batch_size=2), tmp_path / "a", **kw)
+    b = _predict(model, FramePairsDataModule(pairs=pairs, batch_size=1), tmp_path / "b", **kw)
+    for i in range(2):
+        fa = _frames(a / f"pair_{i:03d}")
+        assert fa.shape == (3, 20, 20)
+        assert np.array_equal(fa, _frames(b / f"pair_{i:03d}"))
+    # the seed matters (linear: cheap)
+    lin = [_predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path / f"l{s}", seed=s) for s in (0, 0, 1)]
+    f = [_frames(d / "pair_000") for d in lin]
+    assert np.array_equal(f[0], f[1]) and not np.array_equal(f[0][2:], f[2][2:])
+
+
+def test_video_frames(model, tmp_path):
+    video = _video(tmp_path / "clip.mp4", n=4)
+    dm = FramePairsDataModule(video=str(video), frames=[[0, 1], [2, 3]])
+    out = _predict(model, dm, tmp_path, video_format="mp4")
+    for i in range(2):
+        assert _frames(out / f"pair_{i:03d}").shape == (5, 20, 20)  # RGB video -> grey for a 1-channel net
+        assert (out / f"pair_{i:03d}" / "rollout.mp4").stat().st_size > 0
+    assert "clip.mp4#2" in json.loads((out / "pair_001/info.json").read_text())["source"]
+    with pytest.raises(InputError, match=r"clip.mp4: frame index 9 is past the end .*4 frames"):
+        _predict(model, FramePairsDataModule(video=str(video), frames=[[0, 9]]), tmp_path / "x")
+
+
+def test_rgb_and_size_policy(model, tmp_path, caplog):
+    rgb = [_png(tmp_path / f"c{i}.png", mode="RGB", seed=i) for i in range(2)]
+    out = _predict(model, FramePairsDataModule(pairs=[[str(p) for p in rgb]]), tmp_path / "rgb")
+    assert _frames(out / "pair_000").shape == (5, 20, 20)
+    big = _png(tmp_path / "big.png", size=(24, 30))
+    small = _png(tmp_path / "small.png")
+    # no size recorded by the checkpoint: the first frame's size rules, a different one is refused
+    with pytest.raises(InputError, match=r"big.png is 24x30 \(HxW\) but frames must be 20x20 .*resize=true"):
+        _predict(model, FramePairsDataModule(pairs=[[str(small), str(big)]]), tmp_path / "x")
+    out = _predict(model, FramePairsDataModule(pairs=[[str(small), str(big)]], resize=True), tmp_path / "r")
+    assert _frames(out / "pair_000").shape == (5, 20, 20)
+    out = _predict(model, FramePairsDataModule(pairs=[[str(big), str(big)]], image_size=[12, 16], resize=True),
+                   tmp_path / "s")
+    assert _frames(out / "pair_000").shape == (5, 12, 16)
+    # a module that records its training frame size: that size rules
+    model.frame_shape = (1, 24, 30)
+    try:
+        with pytest.raises(InputError, match=r"small.png is 20x20 .* must be 24x30 \(the checkpoint's"):
+            _predict(model, FramePairsDataModule(pairs=[[str(small), str(big)]]), tmp_path / "y")
+    finally:
+        del model.frame_shape
+
+
+def test_bad_inputs(model, tmp_path):
+    good = str(_png(tmp_path / "good.png"))
+    with pytest.raises(FileNotFoundError, match="nope.png: no such file"):
+        _predict(model, FramePairsDataModule(pairs=[[good, str(tmp_path / "nope.png")]]), tmp_path / "x")
+    with pytest.raises(MissingInputError, match="nope.mp4: no such file"):
+        _predict(model, FramePairsDataModule(video=str(tmp_path / "nope.mp4")), tmp_path / "x")
+    with pytest.raises(InputError, match="exactly one of"):
+        FramePairsDataModule()
+    with pytest.raises(InputError, match="non-empty list of"):
+        FramePairsDataModule(pairs=[[good]])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match="notes.png: not an image file"):
+        _predict(model, FramePairsDataModule(pairs=[[good, str(text)]]), tmp_path / "x")
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    with pytest.raises(InputError, match="fake.mp4: cannot be decoded as a video"):
+        _predict(model, FramePairsDataModule(video=str(fake)), tmp_path / "x")
+    with pytest.raises(InputError, match="channels=3, but the checkpoint's network takes 1-channel"):
+        _predict(model, FramePairsDataModule(pairs=[[good, good]], channels=3), tmp_path / "x")
+    with pytest.raises(InputError, match="method must be 'tangent' or 'linear'"):
+        ExtrapolationWriter(method="latent")
+    vae = VAEModule(network=VAE(in_channels=1, image_size=20, latent_dim=4))
+    with pytest.raises(InputError, match="needs a denoiser checkpoint .* got a VAEModule"):
+        _predict(vae, FramePairsDataModule(pairs=[[good, good]]), tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_ddp_each_pair_once(model, pngs, tmp_path):
+    """Two processes split three pairs; each pair is written once, equal to the one-process frames."""
+    pairs = [[str(pngs[0]), str(pngs[1])], [str(pngs[1]), str(pngs[2])], [str(pngs[2]), str(pngs[3])]]
+    one = _predict(model, FramePairsDataModule(pairs=pairs, batch_size=1), tmp_path / "one")
+    out = tmp_path / "two" / "out"
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[ExtrapolationWriter(method="linear", steps=3, output_dir=str(out))])
+    trainer.predict(model, datamodule=FramePairsDataModule(pairs=pairs, batch_size=1), return_predictions=False)
+    assert sorted(p.name for p in out.iterdir()) == ["pair_000", "pair_001", "pair_002"]
+    for i in range(3):
+        assert np.array_equal(_frames(out / f"pair_{i:03d}"), _frames(one / f"pair_{i:03d}"))

@@ -1,0 +1,112 @@
+"""Rollouts (paper Alg. 1-3): shapes, seeding, inference mode, dtype, edge cases, and the circle of Fig. 3."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from extrapolation import latent_rollout, linear_rollout, tangent_rollout
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from circle_manifold import CircleDenoiser  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The CPU is shared: two OpenMP threads on tiny matmuls spin-wait for a busy core.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_denoiser(dtype=torch.float32):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)).to(dtype).eval()
+    return lambda x: x - 0.5 * net(x)
+
+
+def frames(dtype=torch.float32, b=2):
+    g = torch.Generator().manual_seed(1)
+    u0 = torch.rand(b, 1, 12, 12, generator=g, dtype=dtype)
+    return u0, torch.roll(u0, 1, dims=-1)
+
+
+def rollouts(den, u0, u1, steps, seed, **kw):
+    g = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    return {
+        "tangent": tangent_rollout(den, u0, u1, steps, 0.5, 0.1, 2, generator=g(), max_iters=10, **kw),
+        "linear": linear_rollout(den, u0, u1, steps, 0.5, 0.1, generator=g()),
+    }
+
+
+def test_shapes_first_frames_and_seeding():
+    den, (u0, u1) = make_denoiser(), frames()
+    a, b, c = rollouts(den, u0, u1, 3, 0), rollouts(den, u0, u1, 3, 0), rollouts(den, u0, u1, 3, 1)
+    for name in a:
+        assert a[name].shape == (2, 5, 1, 12, 12) and a[name].dtype == torch.float32
+        assert torch.equal(a[name][:, 0], u0) and torch.equal(a[name][:, 1], u1)
+        assert torch.equal(a[name], b[name]), name
+        assert not torch.allclose(a[name][:, 2:], c[name][:, 2:]), name
+        assert torch.isfinite(a[name]).all()
+
+
+def test_inference_mode_and_float64():
+    den, (u0, u1) = make_denoiser(torch.float64), frames(torch.float64)
+    ref = rollouts(den, u0, u1, 2, 0)
+    with torch.inference_mode():
+        out = rollouts(den, u0.clone(), u1.clone(), 2, 0)
+    for name in ref:
+        assert out[name].dtype == torch.float64
+        torch.testing.assert_close(out[name], ref[name])
+
+
+def test_power_method_and_info():
+    den, (u0, u1) = make_denoiser(), frames()
+    out, info = tangent_rollout(den, u0, u1, 2, 0.5, 0.1, 2, torch.Generator().manual_seed(0), "power",
+                                max_iters=5, return_info=True)
+    assert out.shape == (2, 4, 1, 12, 12)
+    assert info.eigenvalues.shape == (2, 2, 2) and len(info.applications) == 2
+    assert all(a > 0 for a in info.applications)
+
+
+def test_eta_zero_and_zero_velocity():
+    den, (u0, u1) = make_denoiser(torch.float64), frames(torch.float64)
+    # sigma = 0, eta = 0: both rollouts iterate the denoiser from u1.
+    t = tangent_rollout(den, u0, u1, 3, 0.0, 0.0, 2)
+    lin = linear_rollout(den, u0, u1, 3, 0.0, 0.0)
+    torch.testing.assert_close(t, lin)
+    torch.testing.assert_close(t[:, 2], den(u1))
+    # u0 == u1 and no noise: v = 0, so p = 0 (no division by zero) and the frame is D(u1).
+    t = tangent_rollout(den, u1, u1, 2, 1.0, 0.0, 2)
+    assert torch.isfinite(t).all()
+    torch.testing.assert_close(t[:, 2], den(u1))
+
+
+def test_latent_rollout_is_linear_in_latent_space():
+    u0 = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    u1 = u0 + 0.1
+    enc, dec = (lambda u: u.flatten(1)), (lambda z: z.reshape(-1, 1, 4, 4))
+    for reencode in (True, False):
+        out = latent_rollout(enc, dec, u0, u1, 3, 1.0, reencode=reencode)
+        assert out.shape == (2, 5, 1, 4, 4)
+        torch.testing.assert_close(out[:, :, 0, 0, 0], 0.1 * torch.arange(5.0, dtype=torch.float64).expand(2, 5))
+
+
+def test_circle_tangent_goes_around_linear_stalls():
+    """Paper Fig. 3 in miniature: exact MMSE denoiser of a circle in R^64, k = 1."""
+    den = CircleDenoiser(n=64, sigma=0.05)
+    u0, u1 = den.point([0.0, 0.0]), den.point([0.1, 0.1])  # two videos, different noise
+    g = torch.Generator().manual_seed(0)
+    tan = tangent_rollout(den, u0, u1, 30, 0.3, 0.05, 1, generator=g)
+    lin = linear_rollout(den, u0, u1, 30, 0.3, 0.05, generator=torch.Generator().manual_seed(0))
+    for v in range(2):
+        ang_t, rad_t, off_t = den.angle_radius(tan[v])
+        ang_l, _, _ = den.angle_radius(lin[v])
+        span_t = math.degrees(ang_t.max() - ang_t.min())
+        span_l = math.degrees(ang_l.max() - ang_l.min())
+        print(f"video {v}: tangent covers {span_t:.0f} deg, linear {span_l:.0f} deg")
+        assert span_t > 90 and span_l < span_t / 2
+        assert (rad_t - 1).abs().max() < 0.01 and off_t.max() < 0.01  # stays on the circle

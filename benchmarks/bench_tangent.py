@@ -122,6 +122,8 @@ def main():
     ap.add_argument("--train-seconds", type=float, default=30)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--skip64", action="store_true")
+    ap.add_argument("--ckpt", default=None, help="a trained DenoiserModule checkpoint (e.g. runs/rot/checkpoints/last.ckpt): "
+                    "its network and the rotated-MNIST videos replace the briefly trained net and the strokes")
     # 1 thread: on this shared 2-core CPU, 2 OpenMP threads spin-wait for a busy core (a UNet forward 10x slower).
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -143,11 +145,22 @@ def main():
             torch.randn(1, 1, 20, 20, generator=g), k, q[:, :k].T.unsqueeze(0), [1e-2, 1e-3], caps)
 
     # 2. Network at 20x20.
-    net = train_briefly(make_net(args.net, args.widths), args.train_seconds)
+    if args.ckpt:
+        from datamodules import RotatedMNISTDataModule
+        from lightning_modules import DenoiserModule
+
+        net = DenoiserModule.load_from_checkpoint(args.ckpt, map_location="cpu").network.eval()
+        print(f"network: trained checkpoint {args.ckpt}")
+        dm = RotatedMNISTDataModule()
+        dm.setup("test")
+        clean, second = dm.videos[:, 0], dm.videos[:, 1]
+    else:
+        net = train_briefly(make_net(args.net, args.widths), args.train_seconds)
+        clean = strokes(10, 20, g)
+        second = torch.roll(clean, 1, dims=-1)
     for p in net.parameters():
         p.requires_grad_(False)
     den = lambda x: x - net(x)  # noqa: E731
-    clean = strokes(10, 20, g)
     x = clean[:1] + 25 / 255 * torch.randn(1, 1, 20, 20, generator=g)
     (ref, info), sec = timed(lambda: tangent_basis(den, x, k + 4, "exact", return_info=True, chunk_size=100))
     ev = info.eigenvalues[0]
@@ -166,6 +179,10 @@ def main():
 
     # 3. Network at 64x64 (reference: a long block run).
     if not args.skip64:
+        if args.ckpt:
+            print("\n(64x64 case skipped with --ckpt: the checkpoint is a 20x20 network)")
+            args.skip64 = True
+    if not args.skip64:
         x64 = strokes(1, 64, g) + 25 / 255 * torch.randn(1, 1, 64, 64, generator=g)
         # Reference in float64 (a float32 run cannot resolve tol 1e-6).
         net64 = copy.deepcopy(net).double()
@@ -178,8 +195,7 @@ def main():
         compare("network at 64x64 (reference: long block run)", den, x64, k, ref64, [1e-2], {"power": 200, "subspace": 150, "block": 100})
 
     # 4. Rollout: 10 videos at 20x20, 53 steps (paper A.6 rotated MNIST: eta 1, sigma 25/255).
-    u0 = clean
-    u1 = torch.roll(clean, 1, dims=-1)
+    u0, u1 = clean, second
     for kk in (1, 4):
         (out, rinfo), sec = timed(lambda: tangent_rollout(den, u0, u1, 53, 1.0, 25 / 255, kk,
                                                            generator=torch.Generator().manual_seed(0), return_info=True))

@@ -5,7 +5,7 @@ from .rotated_mnist import RotatedMNISTDataModule
 from .translated_mnist import TranslatedMNISTDataModule
 from .weizmann import WeizmannDataModule
 
-__all__ = ["FrameDataset", "VideoDataModule", "MNISTVideoDataModule", "RotatedMNISTDataModule",
+__all__ = ["FrameDataset", "VideoDataModule", "FramePairsDataModule", "MNISTVideoDataModule", "RotatedMNISTDataModule",
            "TranslatedMNISTDataModule", "WeizmannDataModule", "load_mnist_train_images", "read_idx",
            "rotate", "translate"]
 from .frame_pairs import FramePairsDataModule

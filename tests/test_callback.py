@@ -23,13 +23,6 @@ from datamodules import RotatedMNISTDataModule  # noqa: E402
 from lightning_modules import VAE, DenoiserModule, UNet, VAEModule, WandbLogger  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # on this shared 2-core machine two intra-op threads oversubscribe: tangent rollouts ran 15x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gif_frames(path) -> list[np.ndarray]:

@@ -1,17 +1,10 @@
 """DTW-SSID (paper A.2): cost matrix, DTW path, per-target-frame aggregation, the Metric."""
-import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from extrapolation import DTWSSID, aggregate_path, dtw_path, dtw_ssid, dtw_ssid_batch, ssid_matrix
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def video(t=5, seed=0, size=16):

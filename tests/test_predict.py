@@ -8,14 +8,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import train
 from callbacks import ExtrapolationWriter
 from datamodules import FramePairsDataModule
 from datamodules.frame_pairs import InputError, MissingInputError
-from lightning_modules import VAE, DenoiserModule, UNet, VAEModule
+from lightning_modules import VAE, DenoiserModule, VAEModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,6 @@ import math
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
@@ -13,13 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from circle_manifold import CircleDenoiser  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CPU is shared: two OpenMP threads on tiny matmuls spin-wait for a busy core.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_denoiser(dtype=torch.float32):

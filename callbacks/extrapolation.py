@@ -176,6 +176,8 @@ class ExtrapolationCallback(Callback):
                             if t == 0 and start < n_media:
                                 shown[m, start:min(stop, n_media)] = frames[: n_media - start]
                         owned[start:stop] = 1
+                    if trials > 1:  # long in `test`: say how far it got
+                        rank_zero_info(f"[{stage}] extrapolation trial {t + 1}/{trials} done")
             # collectives on every rank before anything rank-zero-only
             scores = _gather_sum(trainer, scores)
             owned = _gather_sum(trainer, owned)

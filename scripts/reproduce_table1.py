@@ -135,7 +135,8 @@ def evaluate(ds: str, args, ckpts: dict[str, Path]) -> None:
                       dtw_ssid_std=std[0].item(), trials=args.trials, seconds=cb.last_seconds[method],
                       dtw_ssid_cut_mean=per_trial[:, 1].mean().item(), dtw_ssid_cut_std=std[1].item(),
                       per_video=scores[:, 0].mean(0).tolist(), settings=settings,
-                      run_dir=os.path.relpath(cli.trainer.log_dir, ROOT), train_args=args.train_args)
+                      run_dir=os.path.relpath(cli.trainer.log_dir, ROOT), train_args=args.train_args,
+                      commit=git_commit())
         (args.out / "cells" / f"{ds}_{method}.json").write_text(json.dumps(result, indent=1))
         log(f"{ds}/{method}: DTW-SSID {result['dtw_ssid_mean']:.3f} +- {result['dtw_ssid_std']:.3f} "
             f"(cut GT {result['dtw_ssid_cut_mean']:.3f}) in {result['seconds']:.1f} s")
@@ -153,7 +154,8 @@ def save_figures(ds: str, cb, videos, media_dir: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     gt = videos[0].float()
     rows = {"ground truth": gt, **{m: f[0] for m, f in cb.last_shown.items()}}
-    length = max(r.shape[0] for r in rows.values())
+    tag = f"{ds}_{'-'.join(cb.last_shown)}"  # a run over some methods must not overwrite another's figures
+    length = max(f.shape[1] for f in cb.last_shown.values())  # the rollouts' frames, ground truth at the same indices
     columns = torch.linspace(0, length - 1, min(length, 12)).round().long()
     tiles = []
     for name, frames in rows.items():
@@ -167,13 +169,13 @@ def save_figures(ds: str, cb, videos, media_dir: Path, out: Path) -> None:
     strip = torch.cat(tiles[:-1], 1)
     scale = media.auto_scale(gt.shape[-2], 60)
     strip = strip.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    Image.fromarray(media.to_uint8(strip).transpose(1, 2, 0)).save(out / f"fig2_{ds}_strip.png")
-    (out / f"fig2_{ds}_rows.txt").write_text(
+    Image.fromarray(media.to_uint8(strip).transpose(1, 2, 0)).save(out / f"fig2_{tag}_strip.png")
+    (out / f"fig2_{tag}_rows.txt").write_text(
         "rows: " + ", ".join(rows) + f"\ncolumns: frames {columns.tolist()}\n")
     epochs = sorted(media_dir.glob("epoch_*"))
     if epochs:
-        for src, dst in (("alignment_00.png", f"fig4_{ds}_alignment.png"), ("manifold_00.png", f"fig3_{ds}_manifold.png"),
-                         ("rollout_00.gif", f"{ds}_rollout.gif")):
+        for src, dst in (("alignment_00.png", f"fig4_{tag}_alignment.png"), ("manifold_00.png", f"fig3_{tag}_manifold.png"),
+                         ("rollout_00.gif", f"{tag}_rollout.gif")):
             if (epochs[-1] / src).exists():
                 shutil.copy(epochs[-1] / src, out / dst)
 
@@ -196,7 +198,6 @@ def main(argv=None) -> None:
     os.chdir(ROOT)  # the configs' paths (runs/, data folders) are relative to the repo root
 
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
-    started = time.time()
     for ds in args.datasets:
         ckpts = {}
         for experiment in (ds, f"vae_{ds}"):
@@ -205,7 +206,7 @@ def main(argv=None) -> None:
             config = args.configs / f"{experiment}.yaml"
             ckpts[experiment] = last_checkpoint(config) if args.no_train else train(config, experiment, args)
         evaluate(ds, args, ckpts)
-    write_tables(args, time.time() - started)
+    write_tables(args)
 
 
 def git_commit() -> str:
@@ -230,7 +231,7 @@ def machine() -> str:
     return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
 
 
-def write_tables(args, seconds: float) -> None:
+def write_tables(args) -> None:
     cells = [json.loads(p.read_text()) for p in sorted((args.out / "cells").glob("*.json"))]
     order = {m: i for i, m in enumerate(METHODS)}
     cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), order[c["method"]]))
@@ -243,10 +244,12 @@ def write_tables(args, seconds: float) -> None:
 
     by = {(c["dataset"], c["method"]): c for c in cells}
     datasets = [d for d in DATASET_NAMES if any(k[0] == d for k in by)]
+    commits = sorted({c.get("commit", "unknown") for c in cells})
+    rollout_min = sum(c["seconds"] for c in cells) / 60
     md = ["# Table 1, reproduced", "",
-          f"Measured {datetime.date.today()} on {machine()}, git commit `{git_commit()}`, "
-          f"by `python scripts/reproduce_table1.py` ({seconds / 60:.1f} min for this invocation; "
-          "cached cells and checkpoints are reused).", "",
+          f"Written {datetime.date.today()} by `python scripts/reproduce_table1.py` on {machine()}; cells computed "
+          f"at git commit(s) {', '.join(f'`{c}`' for c in commits)}; rollouts took {rollout_min:.1f} min in all "
+          "(training time is in the README). Finished cells and checkpoints are reused.", "",
           "DTW-SSID (lower is better), mean ± std over trials, each trial the mean over the dataset's videos. "
           "*whole*: against the whole ground-truth video; *cut*: against the ground truth cut to the "
           "rollout's length (the paper does not say which it used). Paper numbers in brackets.", ""]

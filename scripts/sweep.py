@@ -32,6 +32,7 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", nargs="+", default=["tangent", "linear"], choices=["tangent", "linear"])
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--tag", default="", help="suffix of the output files (keeps earlier sweeps)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)  # config paths are relative to the repo root
 
@@ -59,7 +60,8 @@ def main(argv=None) -> None:
 
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
-    csv_path = args.out / f"sweep_{args.dataset}.csv"
+    stem = f"sweep_{args.dataset}{'_' + args.tag if args.tag else ''}"
+    csv_path = args.out / f"{stem}.csv"
     for method, sigma, eta in itertools.product(args.methods, args.sigmas, etas):
         for k in (ks if method == "tangent" else [None]):
             whole, cut, tic = [], [], time.perf_counter()
@@ -84,7 +86,7 @@ def main(argv=None) -> None:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
                 w.writerows(rows)
-    plot(rows, args.dataset, args.out / f"sweep_{args.dataset}.png")
+    plot(rows, args.dataset, args.out / f"{stem}.png")
     print(f"wrote {csv_path}")
 
 

@@ -31,6 +31,7 @@ def main(argv=None) -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=None, help="default: the config's k")
     parser.add_argument("--methods", nargs="+", default=["tangent", "linear"], choices=["tangent", "linear"])
     parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--tol", type=float, default=None, help="tangent solver tolerance (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--tag", default="", help="suffix of the output files (keeps earlier sweeps)")
     args = parser.parse_args(argv)
@@ -57,6 +58,7 @@ def main(argv=None) -> None:
     videos = dm.videos.float()
     u0, u1 = videos[:, 0], videos[:, 1]
     etas, ks = args.etas or [cb.eta], args.ks or [cb.k]
+    solver = dict(cb.solver, **({} if args.tol is None else {"tol": args.tol}))
 
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
@@ -69,14 +71,15 @@ def main(argv=None) -> None:
                 gen = torch.Generator().manual_seed(t)
                 if method == "tangent":
                     frames = tangent_rollout(model.denoise, u0, u1, cb.steps, eta, sigma / 255, k, generator=gen,
-                                             **cb.solver)
+                                             **solver)
                 else:
                     with torch.no_grad():
                         frames = linear_rollout(model.denoise, u0, u1, cb.steps, eta, sigma / 255, generator=gen)
                 frames = frames.detach()
                 whole.append(dtw_ssid_batch(frames, videos).mean().item())
                 cut.append(dtw_ssid_batch(frames, videos[:, : cb.steps + 2]).mean().item())
-            row = dict(method=method, sigma_255=sigma, eta=eta, k=k or "", steps=cb.steps, trials=args.trials,
+            row = dict(method=method, sigma_255=sigma, eta=eta, k=k or "", tol=solver.get("tol", "default") if k else "",
+                       steps=cb.steps, trials=args.trials,
                        dtw_ssid=sum(whole) / len(whole), dtw_ssid_cut=sum(cut) / len(cut),
                        seconds=round(time.perf_counter() - tic, 1))
             rows.append(row)

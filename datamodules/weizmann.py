@@ -15,7 +15,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -45,6 +44,8 @@ def _candidates(folder: Path, suffixes: set[str]) -> list[Path]:
 
 def read_avi(path: str | Path) -> np.ndarray:
     """Decode every frame of a video file -> uint8 `(T, H, W, 3)` RGB."""
+    import av  # only the .avi layout needs PyAV
+
     path = Path(path)
     try:
         with av.open(str(path)) as container:

@@ -45,6 +45,7 @@ def tangent_rollout(
     generator: torch.Generator | None = None,
     method: str = "block",
     *,
+    track_iters: int | None = None,
     return_info: bool = False,
     **solver_kwargs,
 ):
@@ -55,8 +56,12 @@ def tangent_rollout(
     u_i = D(x_{i-1} + eta p), x_i = u_i + eps_i. Returns (B, steps+2, C, H, W) = [u0, u1, u_2, ...] (clean given
     frames first, see module doc; no clipping). Noise comes from ``generator`` (same seed -> same frames);
     the solver's random start vectors come from a second generator seeded from it, so the noise draws do not
-    depend on the solver. With ``return_info`` also returns a `RolloutInfo`.
+    depend on the solver. ``track_iters``: solve the first step to the solver's tolerance, then cap every later
+    step at this many iterations, warm-started from the previous step's whole block (subspace tracking: the
+    tangent space moves little per frame). With ``return_info`` also returns a `RolloutInfo`.
     """
+    if track_iters is not None and track_iters < 1:
+        raise ValueError(f"track_iters must be a positive number of iterations or None, got {track_iters}")
     u0, u1 = u0.detach(), u1.detach()
     solver_gen = None
     if generator is not None:
@@ -65,11 +70,15 @@ def tangent_rollout(
     x_prev = u0 + _noise(u0, sigma, generator)
     x_cur = u1 + _noise(u1, sigma, generator)
     frames, eigs, apps, iters = [u0, u1], [], [], []
-    basis = None
-    for _ in range(steps):
+    warm = None
+    for i in range(steps):
+        kwargs = dict(solver_kwargs)
+        if track_iters is not None and i > 0:
+            kwargs["max_iters"] = track_iters
         basis, info = tangent_basis(
-            denoise, x_cur, k, method, init=basis, generator=solver_gen, return_info=True, **solver_kwargs
+            denoise, x_cur, k, method, init=warm, generator=solver_gen, return_info=True, **kwargs
         )
+        warm = basis if info.block is None else info.block
         v = (x_cur - x_prev).flatten(1)
         p = (basis.transpose(1, 2) @ (basis @ v.unsqueeze(-1))).squeeze(-1)
         pn = p.norm(dim=1, keepdim=True)

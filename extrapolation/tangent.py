@@ -32,6 +32,7 @@ class TangentInfo(NamedTuple):
     eigenvalues: Tensor  # (B, k) Ritz values / Rayleigh quotients, descending (real parts if non-symmetric)
     applications: int  # operator applications per image: a JVP counts 1, a VJP counts 1
     iterations: int
+    block: Tensor | None = None  # (B, m, N) all m = k + oversample Ritz vectors (block/subspace): a warm start
 
 
 def autograd_enabled(fn):
@@ -183,7 +184,7 @@ def _block_lobpcg(op: _Operator, x0: Tensor, k: int, tol: float, max_iters: int)
         p, ap = s[..., m:] @ c[..., m:, :], as_[..., m:] @ c[..., m:, :]
         pn = p.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
         p, ap = p / pn, ap / pn
-    return _orth_keep_sign(x[..., :k]), theta[..., :k], it
+    return _orth_keep_sign(x[..., :k]), theta[..., :k], it, x
 
 
 def _subspace_iteration(op: _Operator, x0: Tensor, k: int, tol: float, max_iters: int, symmetric: bool):
@@ -200,7 +201,7 @@ def _subspace_iteration(op: _Operator, x0: Tensor, k: int, tol: float, max_iters
         prev = xk
         q = _orth(z @ y.real if symmetric else z)
     theta = theta.real if theta.is_complex() else theta
-    return xk, theta[..., :k], it
+    return xk, theta[..., :k], it, q
 
 
 def _power(op: _Operator, x: Tensor, k: int, tol: float, max_iters: int, init: Tensor | None):
@@ -302,7 +303,7 @@ def tangent_basis(
     op = _Operator(denoise, x, symmetric and method != "exact", chunk_size)
     if init is not None:
         init = init.detach().to(dtype=x.dtype, device=x.device).reshape(B, -1, n)
-    iters = 0
+    iters, block = 0, None
     if method == "exact":
         basis, theta = _exact(op, x, k, symmetric)
     elif method == "power":
@@ -314,10 +315,11 @@ def tangent_basis(
             j = min(init.shape[1], m)
             x0[..., :j] = init[:, :j].transpose(-1, -2)
         if method == "block" and symmetric:
-            basis, theta, iters = _block_lobpcg(op, x0, k, tol, max_iters)
+            basis, theta, iters, block = _block_lobpcg(op, x0, k, tol, max_iters)
         else:
-            basis, theta, iters = _subspace_iteration(op, x0, k, tol, max_iters, symmetric)
+            basis, theta, iters, block = _subspace_iteration(op, x0, k, tol, max_iters, symmetric)
+        block = block.transpose(-1, -2).detach()
     basis = basis.transpose(-1, -2).contiguous()
     if return_info:
-        return basis, TangentInfo(theta.detach(), op.applications, iters)
+        return basis, TangentInfo(theta.detach(), op.applications, iters, block)
     return basis

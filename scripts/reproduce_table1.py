@@ -136,7 +136,7 @@ def evaluate(ds: str, args, ckpts: dict[str, Path]) -> None:
                       dtw_ssid_cut_mean=per_trial[:, 1].mean().item(), dtw_ssid_cut_std=std[1].item(),
                       per_video=scores[:, 0].mean(0).tolist(), settings=settings,
                       run_dir=os.path.relpath(cli.trainer.log_dir, ROOT), train_args=args.train_args,
-                      commit=git_commit())
+                      commit=git_commit(), machine=machine())
         (args.out / "cells" / f"{ds}_{method}.json").write_text(json.dumps(result, indent=1))
         log(f"{ds}/{method}: DTW-SSID {result['dtw_ssid_mean']:.3f} +- {result['dtw_ssid_std']:.3f} "
             f"(cut GT {result['dtw_ssid_cut_mean']:.3f}) in {result['seconds']:.1f} s")
@@ -212,11 +212,13 @@ def main(argv=None) -> None:
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if not sha:  # a copy of the tree without .git (e.g. on a rented GPU machine)
+            return os.environ.get("GIT_COMMIT", "unknown")
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+uncommitted" if dirty else "")
     except OSError:
-        return "unknown"
+        return os.environ.get("GIT_COMMIT", "unknown")
 
 
 def machine() -> str:
@@ -247,7 +249,8 @@ def write_tables(args) -> None:
     commits = sorted({c.get("commit", "unknown") for c in cells})
     rollout_min = sum(c["seconds"] for c in cells) / 60
     md = ["# Table 1, reproduced", "",
-          f"Written {datetime.date.today()} by `python scripts/reproduce_table1.py` on {machine()}; cells computed "
+          f"Written {datetime.date.today()} by `python scripts/reproduce_table1.py` on {machine()} (each cell names the "
+          "machine that computed it); cells computed "
           f"at git commit(s) {', '.join(f'`{c}`' for c in commits)}; rollouts took {rollout_min:.1f} min in all "
           "(training time is in the README). Finished cells and checkpoints are reused.", "",
           "DTW-SSID (lower is better), mean ± std over trials, each trial the mean over the dataset's videos. "
@@ -268,7 +271,8 @@ def write_tables(args) -> None:
     md += ["", "Settings per cell (from the configs' `ExtrapolationCallback`):", ""]
     for c in cells:
         extra = f", trained with `{' '.join(c['train_args'])}`" if c.get("train_args") else ""
-        md.append(f"- {c['dataset']}/{c['method']}: {c['settings']}, {c['trials']} trials, {c['seconds']:.1f} s{extra}")
+        md.append(f"- {c['dataset']}/{c['method']}: {c['settings']}, {c['trials']} trials, {c['seconds']:.1f} s"
+                  f" on {c.get('machine', 'this CPU')}{extra}")
     (args.out / "table1.md").write_text("\n".join(md) + "\n")
     log(f"wrote {args.out / 'table1.csv'} and {args.out / 'table1.md'}")
 

@@ -21,6 +21,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def parse_solver(spec: str) -> dict:
+    """'track_iters=1,oversample=0' -> {'track_iters': 1, 'oversample': 0} (ints, floats or strings)."""
+    out = {}
+    for part in filter(None, spec.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--solvers: expected key=value in {spec!r}, got {part!r}")
+        for cast in (int, float, str):
+            try:
+                out[key.strip()] = cast(value)
+                break
+            except ValueError:
+                continue
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="config name under --configs, e.g. rot")
@@ -32,6 +53,10 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", nargs="+", default=["tangent", "linear"], choices=["tangent", "linear"])
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--tol", type=float, default=None, help="tangent solver tolerance (default: the config's)")
+    parser.add_argument("--solvers", nargs="+", default=None, metavar="SPEC",
+                        help="tangent solver settings to compare, each 'key=value,...' over the config's solver, "
+                             "e.g. 'track_iters=1' 'track_iters=1,oversample=0' (default: the config's alone)")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--tag", default="", help="suffix of the output files (keeps earlier sweeps)")
     args = parser.parse_args(argv)
@@ -51,21 +76,22 @@ def main(argv=None) -> None:
     ckpt = args.ckpt or last_checkpoint(config)
     model = cli.model
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
-    model.eval()
+    model.eval().to(args.device)
     dm = cli.datamodule
     dm.prepare_data()
     dm.setup("test")
-    videos = dm.videos.float()
+    videos = dm.videos.float().to(args.device)
     u0, u1 = videos[:, 0], videos[:, 1]
     etas, ks = args.etas or [cb.eta], args.ks or [cb.k]
-    solver = dict(cb.solver, **({} if args.tol is None else {"tol": args.tol}))
+    base_solver = dict(cb.solver, **({} if args.tol is None else {"tol": args.tol}))
+    solvers = [dict(base_solver, **parse_solver(s)) for s in (args.solvers or [""])]
 
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"sweep_{args.dataset}{'_' + args.tag if args.tag else ''}"
+    stem = f"sweep_{args.dataset.replace('/', '_')}{'_' + args.tag if args.tag else ''}"
     csv_path = args.out / f"{stem}.csv"
     for method, sigma, eta in itertools.product(args.methods, args.sigmas, etas):
-        for k in (ks if method == "tangent" else [None]):
+        for k, solver in (itertools.product(ks, solvers) if method == "tangent" else [(None, None)]):
             whole, cut, tic = [], [], time.perf_counter()
             for t in range(args.trials):
                 gen = torch.Generator().manual_seed(t)
@@ -78,12 +104,14 @@ def main(argv=None) -> None:
                 frames = frames.detach()
                 whole.append(dtw_ssid_batch(frames, videos).mean().item())
                 cut.append(dtw_ssid_batch(frames, videos[:, : cb.steps + 2]).mean().item())
+            extra = {key: v for key, v in (solver or {}).items() if key not in ("method", "tol")}
             row = dict(method=method, sigma_255=sigma, eta=eta, k=k or "", tol=solver.get("tol", "default") if k else "",
+                       solver=" ".join(f"{key}={v}" for key, v in extra.items()) if k else "",
                        steps=cb.steps, trials=args.trials,
                        dtw_ssid=sum(whole) / len(whole), dtw_ssid_cut=sum(cut) / len(cut),
-                       seconds=round(time.perf_counter() - tic, 1))
+                       seconds=round(time.perf_counter() - tic, 1), device=args.device)
             rows.append(row)
-            print(f"{method:8s} sigma {sigma:5.1f}/255 eta {eta:4.2f} k {row['k']!s:2s}: DTW-SSID "
+            print(f"{method:8s} sigma {sigma:5.1f}/255 eta {eta:4.2f} k {row['k']!s:2s} {row['solver']}: DTW-SSID "
                   f"{row['dtw_ssid']:.3f} (cut {row['dtw_ssid_cut']:.3f}) {row['seconds']} s", flush=True)
             with open(csv_path, "w", newline="") as f:  # rewritten each row: a partial sweep is kept
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -103,7 +131,8 @@ def plot(rows: list[dict], dataset: str, path: Path) -> None:
     for ax, key in zip(axes, ("dtw_ssid", "dtw_ssid_cut")):
         groups: dict[str, list[dict]] = {}
         for r in rows:
-            label = f"{r['method']} eta={r['eta']}" + (f" k={r['k']}" if r["k"] != "" else "")
+            label = f"{r['method']} eta={r['eta']}" + (f" k={r['k']}" if r["k"] != "" else "") + (
+                f" {r['solver']}" if r.get("solver") else "")
             groups.setdefault(label, []).append(r)
         for label, rs in groups.items():
             rs.sort(key=lambda r: r["sigma_255"])

@@ -102,3 +102,32 @@ def test_circle_tangent_goes_around_linear_stalls():
         print(f"video {v}: tangent covers {span_t:.0f} deg, linear {span_l:.0f} deg")
         assert span_t > 90 and span_l < span_t / 2
         assert (rad_t - 1).abs().max() < 0.01 and off_t.max() < 0.01  # stays on the circle
+
+
+def test_track_iters_caps_later_steps_and_keeps_the_circle():
+    """Subspace tracking: first step solved to tolerance, later steps one LOBPCG iteration (2 block applications)."""
+    den, (u0, u1) = make_denoiser(), frames()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    solve = dict(return_info=True, tol=1e-6, max_iters=100)  # tight: every step iterates
+    full, info_full = tangent_rollout(den, u0, u1, 6, 0.5, 0.1, 2, generator=g(), **solve)
+    tracked, info = tangent_rollout(den, u0, u1, 6, 0.5, 0.1, 2, generator=g(), track_iters=1, **solve)
+    m = 2 + 2  # k + default oversample
+    assert info.applications[0] == info_full.applications[0] > 4 * m  # the first step is solved to tolerance
+    torch.testing.assert_close(tracked[:, :3], full[:, :3])
+    # one iteration = A X (warm start) + A W, each a JVP + a VJP per vector
+    assert info.applications[1:] == [4 * m] * 5 and info.iterations[1:] == [1] * 5
+    assert min(info_full.applications[1:]) > 4 * m
+    # On the circle (Fig. 3) the tracked rollout still goes around and stays on the manifold.
+    den = CircleDenoiser(n=64, sigma=0.05)
+    u0, u1 = den.point([0.0, 0.0]), den.point([0.1, 0.1])
+    tracked = tangent_rollout(den, u0, u1, 30, 0.3, 0.05, 1, generator=g(), track_iters=1)
+    for v in range(2):
+        ang, rad, off = den.angle_radius(tracked[v])
+        assert math.degrees(ang.max() - ang.min()) > 90
+        assert (rad - 1).abs().max() < 0.01 and off.max() < 0.01
+    try:
+        tangent_rollout(den, u0, u1, 2, 0.3, 0.05, 1, track_iters=0)
+    except ValueError as e:
+        assert "track_iters" in str(e)
+    else:
+        raise AssertionError("track_iters=0 accepted")

@@ -26,6 +26,15 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _number(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
 def parse_solver(spec: str) -> dict:
     """'track_iters=1,oversample=0' -> {'track_iters': 1, 'oversample': 0} (ints, floats or strings)."""
     out = {}
@@ -57,10 +66,22 @@ def main(argv=None) -> None:
                         help="tangent solver settings to compare, each 'key=value,...' over the config's solver, "
                              "e.g. 'track_iters=1' 'track_iters=1,oversample=0' (default: the config's alone)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from the existing CSV "
+                        "(e.g. after an interrupted sweep, or after merging the rows of several)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--tag", default="", help="suffix of the output files (keeps earlier sweeps)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)  # config paths are relative to the repo root
+    stem = f"sweep_{args.dataset.replace('/', '_')}{'_' + args.tag if args.tag else ''}"
+    csv_path = args.out / f"{stem}.csv"
+    if args.replot:
+        if not csv_path.exists():
+            raise SystemExit(f"--replot: {csv_path} does not exist (run the sweep first)")
+        with open(csv_path, newline="") as f:
+            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        plot(rows, args.dataset, args.out / f"{stem}.png")
+        print(f"wrote {args.out / f'{stem}.png'} from {len(rows)} rows")
+        return
 
     import torch
 
@@ -88,11 +109,9 @@ def main(argv=None) -> None:
 
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"sweep_{args.dataset.replace('/', '_')}{'_' + args.tag if args.tag else ''}"
-    csv_path = args.out / f"{stem}.csv"
     for method, sigma, eta in itertools.product(args.methods, args.sigmas, etas):
         for k, solver in (itertools.product(ks, solvers) if method == "tangent" else [(None, None)]):
-            whole, cut, tic = [], [], time.perf_counter()
+            whole, cut, worst, tic = [], [], [], time.perf_counter()
             for t in range(args.trials):
                 gen = torch.Generator().manual_seed(t)
                 if method == "tangent":
@@ -102,13 +121,18 @@ def main(argv=None) -> None:
                     with torch.no_grad():
                         frames = linear_rollout(model.denoise, u0, u1, cb.steps, eta, sigma / 255, generator=gen)
                 frames = frames.detach()
-                whole.append(dtw_ssid_batch(frames, videos).mean().item())
+                per_video = dtw_ssid_batch(frames, videos)
+                whole.append(per_video.mean().item())
+                worst.append(per_video.max().item())
                 cut.append(dtw_ssid_batch(frames, videos[:, : cb.steps + 2]).mean().item())
             extra = {key: v for key, v in (solver or {}).items() if key not in ("method", "tol")}
             row = dict(method=method, sigma_255=sigma, eta=eta, k=k or "", tol=solver.get("tol", "default") if k else "",
                        solver=" ".join(f"{key}={v}" for key, v in extra.items()) if k else "",
                        steps=cb.steps, trials=args.trials,
                        dtw_ssid=sum(whole) / len(whole), dtw_ssid_cut=sum(cut) / len(cut),
+                       # per trial: the mean over videos and the worst video (whole GT); shows heavy tails
+                       trial_dtw_ssid=" ".join(f"{w:.3f}" for w in whole),
+                       trial_worst_video=" ".join(f"{w:.3f}" for w in worst),
                        seconds=round(time.perf_counter() - tic, 1), device=args.device)
             rows.append(row)
             print(f"{method:8s} sigma {sigma:5.1f}/255 eta {eta:4.2f} k {row['k']!s:2s} {row['solver']}: DTW-SSID "

@@ -1,0 +1,48 @@
+"""scripts/: the sweep's solver specs and re-plotting, and the Table 1 writer (paper numbers, machines, gaps)."""
+import csv
+import json
+
+import pytest
+
+from scripts import reproduce_table1, sweep
+
+
+def test_parse_solver_specs():
+    assert sweep.parse_solver("") == {}
+    assert sweep.parse_solver("track_iters=1,oversample=0,tol=5e-2,method=power") == {
+        "track_iters": 1, "oversample": 0, "tol": 0.05, "method": "power"}
+    with pytest.raises(ValueError, match="key=value"):
+        sweep.parse_solver("track_iters")
+
+
+def test_replot_reads_the_csv_and_names_a_missing_one(tmp_path):
+    rows = [dict(method="tangent", sigma_255=s, eta=1.0, k=4, tol="default", solver="", steps=3, trials=1,
+                 dtw_ssid=0.1 * s, dtw_ssid_cut=0.05 * s, seconds=1.0, device="cpu") for s in (10, 25)]
+    rows.append(dict(rows[0], method="linear", k="", tol=""))
+    with open(tmp_path / "sweep_rot_x.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    sweep.main(["--dataset", "rot", "--tag", "x", "--out", str(tmp_path), "--replot"])
+    assert (tmp_path / "sweep_rot_x.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="sweep_rot_y.csv does not exist"):
+        sweep.main(["--dataset", "rot", "--tag", "y", "--out", str(tmp_path), "--replot"])
+
+
+def test_table_writer(tmp_path):
+    (tmp_path / "cells").mkdir()
+    def cell(ds, method, mean, machine):
+        return dict(dataset=ds, method=method, dtw_ssid_mean=mean, dtw_ssid_std=0.01, trials=5, seconds=2.0,
+                    dtw_ssid_cut_mean=mean / 2, dtw_ssid_cut_std=0.0, settings={"steps": 3}, train_args=[],
+                    commit="abc1234", machine=machine)
+    for c in (cell("rot", "tangent", 0.3, "cpu X"), cell("rot", "linear", 0.7, "cpu X"),
+              cell("weizmann", "latent", 0.2, "NVIDIA H200")):
+        (tmp_path / "cells" / f"{c['dataset']}_{c['method']}.json").write_text(json.dumps(c))
+    reproduce_table1.write_tables(type("Args", (), {"out": tmp_path})())
+    lines = (tmp_path / "table1.csv").read_text().splitlines()
+    assert lines[0].split(",")[:6] == ["dataset", "method", "dtw_ssid_mean", "dtw_ssid_std", "trials", "seconds"]
+    assert [line.split(",")[:2] for line in lines[1:]] == [["rot", "linear"], ["rot", "tangent"], ["weizmann", "latent"]]
+    md = (tmp_path / "table1.md").read_text()
+    assert "0.300 ± 0.010 [0.273]" in md and "0.200 ± 0.010 [0.515]" in md  # paper values beside ours
+    assert "| VAE (Alg. 3) | — | — | 0.200" in md  # a missing cell is marked, not skipped
+    assert "on NVIDIA H200" in md and "on cpu X" in md and "`abc1234`" in md

@@ -71,12 +71,11 @@ def tangent_rollout(
     x_cur = u1 + _noise(u1, sigma, generator)
     frames, eigs, apps, iters = [u0, u1], [], [], []
     warm = None
+    tracked_kwargs = solver_kwargs if track_iters is None else dict(solver_kwargs, max_iters=track_iters)
     for i in range(steps):
-        kwargs = dict(solver_kwargs)
-        if track_iters is not None and i > 0:
-            kwargs["max_iters"] = track_iters
         basis, info = tangent_basis(
-            denoise, x_cur, k, method, init=warm, generator=solver_gen, return_info=True, **kwargs
+            denoise, x_cur, k, method, init=warm, generator=solver_gen, return_info=True,
+            **(solver_kwargs if i == 0 else tracked_kwargs),
         )
         warm = basis if info.block is None else info.block
         v = (x_cur - x_prev).flatten(1)

@@ -42,12 +42,7 @@ def parse_solver(spec: str) -> dict:
         key, sep, value = part.partition("=")
         if not sep:
             raise ValueError(f"--solvers: expected key=value in {spec!r}, got {part!r}")
-        for cast in (int, float, str):
-            try:
-                out[key.strip()] = cast(value)
-                break
-            except ValueError:
-                continue
+        out[key.strip()] = _number(value)
     return out
 
 

@@ -22,6 +22,12 @@ class DenoiserModule(pl.LightningModule):
             levels; the "quadratic" schedule of Kadkhodaie et al.).
         lr, lr_schedule, lr_step_size, lr_gamma: Adam; "cosine" anneals per step to zero over
             the run, "step" multiplies by ``lr_gamma`` every ``lr_step_size`` epochs.
+        loss_weighting: "none": eq. 2, each image's summed squared error weighs the same, so the
+            loss is dominated by the large noise levels (errors grow with sigma) and the fit at small
+            sigma is loose. "inverse_variance": each image's error is weighted by
+            1 / (sigma^2 + sigma_floor^2), normalised over the batch, so every noise level is
+            fitted to the same relative precision: the choice when extrapolating at small sigma.
+        sigma_floor: keeps the inverse-variance weight finite at sigma = 0.
         val_sigmas: fixed noise levels at which val/test report PSNR (``val/psnr_25`` for 25/255).
         val_seed: seed of the val/test noise, drawn per batch index so epochs are comparable
             (assumes an unshuffled val loader).
@@ -36,10 +42,16 @@ class DenoiserModule(pl.LightningModule):
         lr_schedule: Literal["cosine", "step", "none"] = "cosine",
         lr_step_size: int = 100,
         lr_gamma: float = 0.5,
+        loss_weighting: Literal["none", "inverse_variance"] = "none",
+        sigma_floor: float = 3 / 255,
         val_sigmas: Sequence[float] = (15 / 255, 25 / 255, 50 / 255),
         val_seed: int = 0,
     ):
         super().__init__()
+        if loss_weighting not in ("none", "inverse_variance"):
+            raise ValueError(f"loss_weighting must be 'none' or 'inverse_variance', got {loss_weighting!r}")
+        if loss_weighting == "inverse_variance" and not sigma_floor > 0:
+            raise ValueError(f"sigma_floor must be > 0 with inverse_variance weighting, got {sigma_floor}")
         net = build_network(network)
         network = network_hparam(net)  # save_hyperparameters reads this local
         self.save_hyperparameters()
@@ -72,7 +84,12 @@ class DenoiserModule(pl.LightningModule):
         sigma = self.sample_sigma(b, gen).to(x).view(b, 1, 1, 1)
         noise = torch.randn(x.shape, generator=gen).to(x) * sigma
         err = self.network(x + noise) - noise
-        loss = err.pow(2).sum() / b  # eq. 2: summed over pixels, averaged over the batch
+        per_image = err.pow(2).flatten(1).sum(1)  # eq. 2: summed over pixels
+        if self.hparams.loss_weighting == "inverse_variance":
+            weight = 1.0 / (sigma.flatten() ** 2 + self.hparams.sigma_floor ** 2)
+            loss = (weight * per_image).sum() / weight.sum()
+        else:
+            loss = per_image.mean()
         on_step = stage == "train"
         kw = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         self.log(f"{stage}/loss", loss, prog_bar=True, **kw)

@@ -238,3 +238,33 @@ def test_wandb_logger_respects_wandb_mode_and_credentials(no_wandb_credentials, 
     Path(os.environ["NETRC"]).write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
     os.chmod(os.environ["NETRC"], 0o600)
     assert not WandbLogger(project="test")._auto_offline
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("weighting", ["none", "inverse_variance"])
+def test_loss_weighting_matches_hand_computation(weighting, monkeypatch):
+    """Zero noise predictor: image i's summed error is ||noise_i||^2; the loss weighs it by 1 or 1/(s^2 + floor^2)."""
+    floor = 0.02
+    module = DenoiserModule(_Zero(), loss_weighting=weighting, sigma_floor=floor)
+    module.log = lambda *a, **k: None
+    sigmas = torch.tensor([0.0, 0.05, 0.3])
+    monkeypatch.setattr(module, "sample_sigma", lambda n, gen=None: sigmas)
+    x = torch.rand(3, 1, 8, 8)
+    loss = module._step(x, "val", 0)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * sigmas.view(3, 1, 1, 1)
+    err = noise.pow(2).flatten(1).sum(1)
+    w = torch.ones(3) if weighting == "none" else 1 / (sigmas**2 + floor**2)
+    torch.testing.assert_close(loss, (w * err).sum() / w.sum())
+    if weighting == "inverse_variance":  # the small-noise image counts far more than under eq. 2
+        assert loss < err.mean() / 5
+
+
+def test_loss_weighting_rejects_unknown_values():
+    with pytest.raises(ValueError, match="loss_weighting"):
+        DenoiserModule(_Zero(), loss_weighting="snr")
+    with pytest.raises(ValueError, match="sigma_floor"):
+        DenoiserModule(_Zero(), loss_weighting="inverse_variance", sigma_floor=0.0)

@@ -115,3 +115,16 @@ def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch):
                       "--trainer.limit_val_batches=1"])
     assert cli.trainer.loggers[1].experiment.settings.mode == "offline"
     assert list((tmp_path / "runs" / "tiny_rot" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_last_checkpoint_is_the_latest_epoch(config):
+    """With a `monitor`, Lightning 2.6 rewrites last.ckpt only when the monitored value improves: `--ckpt_path last`
+    would resume (and the table would evaluate) an older epoch. Every ModelCheckpoint keeps monitor null."""
+    import yaml
+
+    callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
+    for cb in callbacks:
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            assert cb["init_args"].get("save_last") is True, config
+            assert cb["init_args"].get("monitor") is None, f"{config}: monitor {cb['init_args']['monitor']!r}"

@@ -31,8 +31,10 @@ PAPER = {  # Table 1 of the paper (DTW-SSID, lower is better)
     ("trans", "tangent"): 0.119, ("rot", "tangent"): 0.273, ("weizmann", "tangent"): 0.142,
 }
 DATASET_NAMES = {"trans": "Translated MNIST", "rot": "Rotated MNIST", "weizmann": "Weizmann Action"}
-METHOD_NAMES = {"linear": "Denoiser baseline (Alg. 2)", "latent": "VAE (Alg. 3)", "tangent": "Ours: tangent (Alg. 1)"}
+METHOD_NAMES = {"linear": "Denoiser baseline (Alg. 2)", "latent": "VAE (Alg. 3)", "tangent": "Ours: tangent (Alg. 1)",
+                "static": "Reference, not in the paper: frame 2 repeated"}
 METHODS = ("linear", "latent", "tangent")
+ROWS = METHODS + ("static",)  # the table's rows: the paper's methods, then the no-motion reference
 
 
 def log(msg: str) -> None:
@@ -206,19 +208,52 @@ def main(argv=None) -> None:
             config = args.configs / f"{experiment}.yaml"
             ckpts[experiment] = last_checkpoint(config) if args.no_train else train(config, experiment, args)
         evaluate(ds, args, ckpts)
+        static_reference(ds, args)
     write_tables(args)
 
 
+def static_reference(ds: str, args) -> None:
+    """Cell of a rollout that does not move: the second given frame repeated for the config's steps. Not a method
+    of the paper: it shows how much of a score motion accounts for (on nearly static clips, most of it is the
+    detail each denoising step loses). Needs no model."""
+    cell = args.out / "cells" / f"{ds}_static.json"
+    if cell.exists():
+        return
+    import torch
+    from train import main as cli_main
+    from callbacks import ExtrapolationCallback
+    from extrapolation import dtw_ssid_batch
+
+    sys.argv = sys.argv[:1]
+    cli = cli_main(run=False, args=["--config", str(args.configs / f"{ds}.yaml"), "--trainer.logger=false"])
+    steps = next(c for c in cli.trainer.callbacks if isinstance(c, ExtrapolationCallback)).steps
+    dm = cli.datamodule
+    dm.prepare_data()
+    dm.setup("test")
+    videos = dm.videos.float()
+    t0 = time.time()
+    frames = torch.cat([videos[:, :2], videos[:, 1:2].expand(-1, steps, -1, -1, -1)], 1)
+    whole, cut = dtw_ssid_batch(frames, videos).double(), dtw_ssid_batch(frames, videos[:, : steps + 2]).double()
+    result = dict(dataset=ds, method="static", dtw_ssid_mean=whole.mean().item(), dtw_ssid_std=0.0, trials=1,
+                  seconds=time.time() - t0, dtw_ssid_cut_mean=cut.mean().item(), dtw_ssid_cut_std=0.0,
+                  per_video=whole.tolist(), settings=dict(steps=steps), train_args=[], commit=git_commit(),
+                  machine=machine())
+    cell.write_text(json.dumps(result, indent=1))
+    log(f"{ds}/static: DTW-SSID {result['dtw_ssid_mean']:.3f} (cut GT {result['dtw_ssid_cut_mean']:.3f})")
+
+
 def git_commit() -> str:
+    if os.environ.get("GIT_COMMIT"):  # set by whoever copied the tree (a rented machine's copy may carry a stale .git)
+        return os.environ["GIT_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        if not sha:  # a copy of the tree without .git (e.g. on a rented GPU machine)
-            return os.environ.get("GIT_COMMIT", "unknown")
+        if not sha:  # a copy of the tree without .git
+            return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+uncommitted" if dirty else "")
     except OSError:
-        return os.environ.get("GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def machine() -> str:
@@ -235,7 +270,7 @@ def machine() -> str:
 
 def write_tables(args) -> None:
     cells = [json.loads(p.read_text()) for p in sorted((args.out / "cells").glob("*.json"))]
-    order = {m: i for i, m in enumerate(METHODS)}
+    order = {m: i for i, m in enumerate(ROWS)}
     cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), order[c["method"]]))
     columns = ["dataset", "method", "dtw_ssid_mean", "dtw_ssid_std", "trials", "seconds",
                "dtw_ssid_cut_mean", "dtw_ssid_cut_std"]
@@ -258,14 +293,17 @@ def write_tables(args) -> None:
           "rollout's length (the paper does not say which it used). Paper numbers in brackets.", ""]
     header = "| method | " + " | ".join(f"{DATASET_NAMES[d]} whole | cut" for d in datasets) + " |"
     md += [header, "|---" * (1 + 2 * len(datasets)) + "|"]
-    for m in METHODS:
+    for m in ROWS:
+        if not any(k[1] == m for k in by):
+            continue
         row = [METHOD_NAMES[m]]
         for d in datasets:
             c = by.get((d, m))
             if c is None:
                 row += ["—", "—"]
                 continue
-            row.append(f"{c['dtw_ssid_mean']:.3f} ± {c['dtw_ssid_std']:.3f} [{PAPER[(d, m)]:.3f}]")
+            paper = f" [{PAPER[(d, m)]:.3f}]" if (d, m) in PAPER else ""
+            row.append(f"{c['dtw_ssid_mean']:.3f} ± {c['dtw_ssid_std']:.3f}{paper}")
             row.append(f"{c['dtw_ssid_cut_mean']:.3f} ± {c['dtw_ssid_cut_std']:.3f}")
         md.append("| " + " | ".join(row) + " |")
     md += ["", "Settings per cell (from the configs' `ExtrapolationCallback`):", ""]

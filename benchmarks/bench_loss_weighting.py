@@ -1,0 +1,97 @@
+"""Loss weighting: fine-tune one denoiser checkpoint with eq. 2 and with inverse-variance weighting, same steps.
+
+    python benchmarks/bench_loss_weighting.py --config configs/weizmann.yaml \\
+        --ckpt runs/archive/weizmann_small_sigma3/checkpoints/last.ckpt --steps 500 --floor 3 --sigmas 1 3 5 10 25
+
+Both runs start from the checkpoint's weights and see the same batches and noise (Adam at --lr, cosine decay to 0).
+Prints, side by side, the PSNR of the dataset's denoised ground-truth frames at each noise level (--sigmas, in
+units of 1/255) and the DTW-SSID of the linear rollout (Alg. 2) at the config's steps and step size. The
+network comes from the checkpoint, the data from --config.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, required=True, help="experiment config (its data and extrapolation settings)")
+    parser.add_argument("--ckpt", type=Path, required=True, help="denoiser checkpoint to start both runs from")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--floor", type=float, default=3, help="sigma_floor of the inverse-variance run, in 1/255")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[1, 3, 5, 10, 25], help="in units of 1/255")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from callbacks import ExtrapolationCallback
+    from extrapolation import dtw_ssid_batch, linear_rollout
+    from lightning_modules import DenoiserModule
+    from train import main as cli_main
+
+    sys.argv = sys.argv[:1]
+    cli = cli_main(run=False, args=["--config", str(args.config), "--trainer.logger=false"])
+    dm = cli.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    frames = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in dm.train_dataloader()]).float()
+    dm.setup("test")
+    videos = dm.videos.float()
+    cb = next(c for c in cli.trainer.callbacks if isinstance(c, ExtrapolationCallback))
+
+    results = {}
+    for weighting in ("none", "inverse_variance"):
+        module = DenoiserModule.load_from_checkpoint(args.ckpt, map_location="cpu")
+        module.hparams.loss_weighting, module.hparams.sigma_floor = weighting, args.floor / 255
+        module.log = lambda *a, **k: None  # no trainer: _step's logging is not needed here
+        opt = torch.optim.Adam(module.parameters(), lr=args.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+        torch.manual_seed(args.seed)  # same batches and noise for both weightings
+        module.train()
+        tic = time.perf_counter()
+        for step in range(args.steps):
+            batch = frames[torch.randint(len(frames), (args.batch_size,))]
+            loss = module._step(batch, "train", step)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        module.eval()
+        gt = videos.flatten(0, 1)
+        gen = torch.Generator().manual_seed(args.seed)
+        base = torch.randn(gt.shape, generator=gen)
+        row = {}
+        with torch.no_grad():
+            for s in args.sigmas:
+                mse = (module.denoise(gt + s / 255 * base) - gt).pow(2).flatten(1).mean(1)
+                row[f"psnr {s:g}"] = (-10 * torch.log10(mse.clamp_min(1e-12))).mean().item()
+            for s in args.sigmas:
+                out = linear_rollout(module.denoise, videos[:, 0], videos[:, 1], cb.steps, cb.eta, s / 255,
+                                     generator=torch.Generator().manual_seed(args.seed))
+                row[f"linear DTW-SSID {s:g}"] = dtw_ssid_batch(out, videos).mean().item()
+        row["seconds"] = time.perf_counter() - tic
+        results[weighting] = row
+        print(f"{weighting}: fine-tuned {args.steps} steps and evaluated in {row['seconds']:.0f} s", flush=True)
+
+    print(f"\n{args.ckpt} fine-tuned {args.steps} steps (batch {args.batch_size}, lr {args.lr:g}, cosine), "
+          f"inverse-variance floor {args.floor:g}/255; linear rollouts: {cb.steps} steps, eta {cb.eta}")
+    print(f"{'':24s}{'eq. 2':>10s}{'inv. var.':>12s}{'difference':>12s}")
+    for key in results["none"]:
+        if key == "seconds":
+            continue
+        a, b = results["none"][key], results["inverse_variance"][key]
+        unit = " dB" if key.startswith("psnr") else ""
+        print(f"{key + '/255':24s}{a:10.3f}{b:12.3f}{b - a:+12.3f}{unit}")
+
+
+if __name__ == "__main__":
+    main()

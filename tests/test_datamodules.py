@@ -363,7 +363,8 @@ def test_config_data_section_instantiates(config, monkeypatch):
     data = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())["data"]
     cls = getattr(datamodules, data["class_path"].removeprefix("datamodules."))
     dm = cls(**data["init_args"])
-    assert dm.batch_size == 32 and dm.num_val_frames == 200  # per device; see the configs
+    assert dm.num_val_frames == 200  # paper A.4
+    assert dm.batch_size == {"weizmann": 64}.get(config, 32)  # per device; the configs say why
     if config != "weizmann":
         dm.setup()
         assert dm.videos.shape == (10, 100, 1, 20, 20)

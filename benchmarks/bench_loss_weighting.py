@@ -43,9 +43,7 @@ def main(argv=None) -> None:
     dm = cli.datamodule
     dm.prepare_data()
     dm.setup("fit")
-    frames = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in dm.train_dataloader()]).float()
-    dm.setup("test")
-    videos = dm.videos.float()
+    frames, videos = dm.train_set.frames.float(), dm.videos.float()
     cb = next(c for c in cli.trainer.callbacks if isinstance(c, ExtrapolationCallback))
 
     results = {}

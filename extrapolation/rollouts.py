@@ -7,12 +7,15 @@ we return u0, u1 so the output starts like the ground truth video.) Generated fr
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from .tangent import Denoiser, autograd_enabled, tangent_basis
+from .tangent import METHODS, Denoiser, autograd_enabled, randn_like_batch, tangent_basis, tangent_filter
+
+# Tangent steps: the eigen-projection of Alg. 1 with any `tangent_basis` solver, or the eigenvector-free filter.
+STEP_METHODS = METHODS + ("filter",)
 
 
 class RolloutInfo(NamedTuple):
@@ -23,10 +26,21 @@ class RolloutInfo(NamedTuple):
     iterations: list[int]
 
 
-def _noise(like: Tensor, sigma: float, generator: torch.Generator | None) -> Tensor:
-    dev = generator.device if generator is not None else like.device
-    eps = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=dev).to(like.device)
-    return sigma * eps
+def _noise(like: Tensor, sigma: float, generator) -> Tensor:
+    return sigma * randn_like_batch(like.shape, like, generator)
+
+
+def _child_generators(generator):
+    """Generators for the solver's start vectors, seeded from `generator` (one per image for a sequence), so
+    the noise draws do not depend on the solver."""
+    if generator is None:
+        return None
+    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+    out = []
+    for g in gens:
+        seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device))
+        out.append(torch.Generator(g.device).manual_seed(seed))
+    return out[0] if isinstance(generator, torch.Generator) else out
 
 
 def _per_video_norm(v: Tensor) -> Tensor:
@@ -42,10 +56,11 @@ def tangent_rollout(
     eta: float,
     sigma: float,
     k: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     method: str = "block",
     *,
     track_iters: int | None = None,
+    power: int = 2,
     return_info: bool = False,
     **solver_kwargs,
 ):
@@ -54,32 +69,37 @@ def tangent_rollout(
     x_0 = u0 + eps_0, x_1 = u1 + eps_1; each step: V = top-k eigenvectors of J_D(x_{i-1}) (`tangent_basis`,
     warm-started from the previous step's V), v = x_{i-1} - x_{i-2}, p = V^T V v rescaled to ||v|| (per video),
     u_i = D(x_{i-1} + eta p), x_i = u_i + eps_i. Returns (B, steps+2, C, H, W) = [u0, u1, u_2, ...] (clean given
-    frames first, see module doc; no clipping). Noise comes from ``generator`` (same seed -> same frames);
-    the solver's random start vectors come from a second generator seeded from it, so the noise draws do not
+    frames first, see module doc; no clipping). ``method="filter"`` replaces V V^T v by the eigenvector-free
+    A^power v (`tangent_filter`; k is then unused). Noise comes from ``generator`` (same seed -> same frames;
+    a sequence gives each video its own stream, so a video's frames do not depend on its batch);
+    the solver's random start vectors come from generators seeded from it, so the noise draws do not
     depend on the solver. ``track_iters``: solve the first step to the solver's tolerance, then cap every later
     step at this many iterations, warm-started from the previous step's whole block (subspace tracking: the
     tangent space moves little per frame). With ``return_info`` also returns a `RolloutInfo`.
     """
     if track_iters is not None and track_iters < 1:
         raise ValueError(f"track_iters must be a positive number of iterations or None, got {track_iters}")
+    if method not in STEP_METHODS:
+        raise ValueError(f"method must be one of {STEP_METHODS}, got {method!r}")
     u0, u1 = u0.detach(), u1.detach()
-    solver_gen = None
-    if generator is not None:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        solver_gen = torch.Generator(generator.device).manual_seed(seed)
+    solver_gen = _child_generators(generator)
     x_prev = u0 + _noise(u0, sigma, generator)
     x_cur = u1 + _noise(u1, sigma, generator)
     frames, eigs, apps, iters = [u0, u1], [], [], []
     warm = None
     tracked_kwargs = solver_kwargs if track_iters is None else dict(solver_kwargs, max_iters=track_iters)
     for i in range(steps):
-        basis, info = tangent_basis(
-            denoise, x_cur, k, method, init=warm, generator=solver_gen, return_info=True,
-            **(solver_kwargs if i == 0 else tracked_kwargs),
-        )
-        warm = basis if info.block is None else info.block
         v = (x_cur - x_prev).flatten(1)
-        p = (basis.transpose(1, 2) @ (basis @ v.unsqueeze(-1))).squeeze(-1)
+        if method == "filter":
+            p, n_apps = tangent_filter(denoise, x_cur, v, power, return_info=True, **solver_kwargs)
+            info = (u0.new_zeros(u0.shape[0], 0), n_apps, power)
+        else:
+            basis, info = tangent_basis(
+                denoise, x_cur, k, method, init=warm, generator=solver_gen, return_info=True,
+                **(solver_kwargs if i == 0 else tracked_kwargs),
+            )
+            warm = basis if info.block is None else info.block
+            p = (basis.transpose(1, 2) @ (basis @ v.unsqueeze(-1))).squeeze(-1)
         pn = p.norm(dim=1, keepdim=True)
         # p = 0 only if v is normal to the tangent space: then there is no tangent direction to follow.
         p = torch.where(pn > 0, p * v.norm(dim=1, keepdim=True) / pn.clamp_min(torch.finfo(p.dtype).tiny), p)
@@ -87,12 +107,12 @@ def tangent_rollout(
             u = denoise(x_cur + eta * p.view_as(x_cur)).detach()
         frames.append(u)
         x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
-        eigs.append(info.eigenvalues)
-        apps.append(info.applications)
-        iters.append(info.iterations)
+        eigs.append(info[0])
+        apps.append(info[1])
+        iters.append(info[2])
     out = torch.stack(frames, dim=1)
     if return_info:
-        ev = torch.stack(eigs, 1) if eigs else u0.new_zeros(u0.shape[0], 0, k)
+        ev = torch.stack(eigs, 1) if eigs else u0.new_zeros(u0.shape[0], 0, 0 if method == "filter" else k)
         return out, RolloutInfo(ev, apps, iters)
     return out
 
@@ -105,7 +125,7 @@ def linear_rollout(
     steps: int,
     eta: float,
     sigma: float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Linear extrapolation in noisy space, then denoise (paper Alg. 2, the baseline), batched over videos.
 

@@ -8,7 +8,7 @@ no BatchNorm in train mode).
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -16,6 +16,11 @@ from torch import Tensor
 Denoiser = Callable[[Tensor], Tensor]
 
 METHODS = ("block", "subspace", "power", "exact")
+JACOBIANS = ("autodiff", "fd")
+# Forward-difference step for a unit direction, in units of a [0, 1] image (a 20x20 pixel moves ~5e-4). On a
+# ReLU UNet the difference is a secant across kinks: 5% from the JVP at 1e-2, 2% at 1e-3, float32 rounding
+# takes over below 1e-4 (docs/benchmarks.md); 1e-2 keeps rounding negligible for any network scale.
+FD_STEP = 1e-2
 # Defaults measured with benchmarks/bench_tangent.py. Block tol is a relative residual (backward error):
 # the Ritz vectors are exact eigenvectors of J + E with ||E|| <= tol ||J||, far below a trained network's own
 # asymmetry ||J - J^T|| / ||J|| (~0.9 at noisy points, NOTES) and enough for rollouts (1e-3 doubles the cost).
@@ -56,9 +61,17 @@ def subspace_sine(u: Tensor, v: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(r, ord=2).clamp(max=1.0)
 
 
-def _randn(shape, x: Tensor, generator: torch.Generator | None) -> Tensor:
-    dev = generator.device if generator is not None else x.device
-    return torch.randn(shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+def randn_like_batch(shape, x: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> Tensor:
+    """Standard normal draws of `shape` (leading dim = batch). A sequence of generators gives image b its own
+    stream (``generator[b]``): then an image's draws do not depend on the batch it sits in."""
+    if generator is None or isinstance(generator, torch.Generator):
+        dev = generator.device if generator is not None else x.device
+        return torch.randn(shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=x.dtype, device=g.device)
+                        for g in generator]).to(x.device)
+
 
 
 def _orth(a: Tensor) -> Tensor:
@@ -92,16 +105,30 @@ def _top_eig(h: Tensor, symmetric: bool):
 
 
 class _Operator:
-    """Matrix-free per-image Jacobian of `denoise` at x (or its symmetric part); counts applications."""
+    """Matrix-free per-image Jacobian of `denoise` at x (or its symmetric part); counts applications.
 
-    def __init__(self, denoise: Denoiser, x: Tensor, symmetric: bool, chunk_size: int | None = None):
+    ``jacobian="autodiff"``: J q by `torch.func.jvp` (about 3 forward passes' work); ``"fd"``: J q by a forward
+    difference (D(x + h q/|q|) - D(x)) |q| / h, one batched forward. J^T q is always one VJP, reusing a single
+    primal pass (whose output is also the forward difference's D(x)).
+    """
+
+    def __init__(self, denoise: Denoiser, x: Tensor, symmetric: bool, chunk_size: int | None = None,
+                 jacobian: str = "autodiff", fd_step: float = FD_STEP):
+        if jacobian not in JACOBIANS:
+            raise ValueError(f"jacobian must be one of {JACOBIANS}, got {jacobian!r}")
         self.shape, self.B = x.shape, x.shape[0]
         self.symmetric, self.chunk_size = symmetric, chunk_size
+        self.jacobian, self.fd_step = jacobian, float(fd_step)
         self.applications = 0
         self._f, self._x = denoise, x
+        self._base = None
         if symmetric:
             # One primal pass with saved activations, reused by every VJP of the solve.
-            _, self._vjp_fn = torch.func.vjp(denoise, x)
+            base, self._vjp_fn = torch.func.vjp(denoise, x)
+            self._base = base.detach().reshape(self.B, -1)
+        elif jacobian == "fd":
+            with torch.no_grad():
+                self._base = denoise(x).reshape(self.B, -1)
 
     def _jvp1(self, t: Tensor) -> Tensor:
         return torch.func.jvp(self._f, (self._x,), (t.reshape(self.shape),))[1].reshape(self.B, -1)
@@ -109,10 +136,24 @@ class _Operator:
     def _vjp1(self, t: Tensor) -> Tensor:
         return self._vjp_fn(t.reshape(self.shape))[0].reshape(self.B, -1)
 
+    def _jvp_fd(self, t: Tensor) -> Tensor:
+        """(m, B, N) -> (m, B, N) forward differences, all m*B perturbed images in one forward (or chunks)."""
+        m = t.shape[0]
+        norm = t.norm(dim=-1, keepdim=True)
+        unit = t / norm.clamp_min(torch.finfo(t.dtype).tiny)
+        xs = (self._x.reshape(1, self.B, -1) + self.fd_step * unit).reshape(m * self.B, *self.shape[1:])
+        step = m * self.B if self.chunk_size is None else self.chunk_size * self.B
+        with torch.no_grad():
+            out = torch.cat([self._f(xs[i:i + step]) for i in range(0, m * self.B, step)])
+        return (out.reshape(m, self.B, -1) - self._base) * (norm / self.fd_step)
+
     def __call__(self, cols: Tensor) -> Tensor:
         """(B,N,m) -> (B,N,m): A applied to each column, image by image."""
         t = cols.movedim(-1, 0)  # vmap over the m block vectors: the primal pass is shared
-        out = torch.func.vmap(self._jvp1, chunk_size=self.chunk_size)(t)
+        if self.jacobian == "fd":
+            out = self._jvp_fd(t)
+        else:
+            out = torch.func.vmap(self._jvp1, chunk_size=self.chunk_size)(t)
         self.applications += t.shape[0]
         if self.symmetric:
             out = 0.5 * (out + torch.func.vmap(self._vjp1, chunk_size=self.chunk_size)(t))
@@ -134,7 +175,8 @@ def _block_lobpcg(op: _Operator, x0: Tensor, k: int, tol: float, max_iters: int)
 
     Converges like CG (rate ~ sqrt of the gap ratio), so far faster than subspace iteration when the top
     eigenvalues cluster near 1. The Rayleigh-Ritz step uses the Gram matrix in float64 and drops
-    near-dependent directions, which keeps it stable in float32.
+    near-dependent directions, which keeps it stable in float32. Each image stops (its block is frozen) as
+    soon as its own residual is below tol, so its result does not depend on the other images in the batch.
     """
     m = x0.shape[-1]
     x = _orth(x0)
@@ -143,20 +185,27 @@ def _block_lobpcg(op: _Operator, x0: Tensor, k: int, tol: float, max_iters: int)
     x, ax = x @ y, ax @ y
     p = ap = None
     drop_tol = 1e-5 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-12
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     it = 0
+
+    def keep_done(new, old):
+        return torch.where(done.view(-1, *([1] * (new.dim() - 1))), old, new)
+
     for it in range(1, max_iters + 1):
         r = ax - x * theta.unsqueeze(-2)
         scale = theta.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
         res = r[..., :k].norm(dim=-2) / scale
-        if res.max() < tol:
+        done = done | (res.amax(-1) < tol)
+        if done.all():
             break
         if it % _RESTART_EVERY == 0:
             # AX, AP are updated implicitly (AS C); in float32 they drift from A X over hundreds of iterations,
             # which can blow the Ritz values up. Restart: re-orthonormalise and apply A afresh.
-            x = _orth(x)
-            ax = op(x)
-            theta, y = _rayleigh_ritz(x, ax, True)
-            x, ax, p, ap = x @ y, ax @ y, None, None
+            xr = _orth(x)
+            axr = op(xr)
+            th, y = _rayleigh_ritz(xr, axr, True)
+            x, ax, theta = keep_done(xr @ y, x), keep_done(axr @ y, ax), keep_done(th, theta)
+            p = ap = None
             continue
         w = r - x @ (x.transpose(-1, -2) @ r)
         w = w / w.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
@@ -178,12 +227,12 @@ def _block_lobpcg(op: _Operator, x0: Tensor, k: int, tol: float, max_iters: int)
         big = h.abs().amax((-1, -2), keepdim=True).squeeze(-1) * 1e3 + 1.0
         hp = hp - torch.diag_embed(torch.where(keep, torch.zeros_like(gv), big))
         tall, yall = torch.linalg.eigh(hp)
-        theta = tall.flip(-1)[..., :m].to(x.dtype)
         c = (t @ yall.flip(-1)[..., :m]).to(x.dtype)
-        x, ax = s @ c, as_ @ c
-        p, ap = s[..., m:] @ c[..., m:, :], as_[..., m:] @ c[..., m:, :]
-        pn = p.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-        p, ap = p / pn, ap / pn
+        theta = keep_done(tall.flip(-1)[..., :m].to(x.dtype), theta)
+        p_new, ap_new = s[..., m:] @ c[..., m:, :], as_[..., m:] @ c[..., m:, :]
+        x, ax = keep_done(s @ c, x), keep_done(as_ @ c, ax)
+        pn = p_new.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        p, ap = p_new / pn, ap_new / pn
     return _orth_keep_sign(x[..., :k]), theta[..., :k], it, x
 
 
@@ -275,6 +324,8 @@ def tangent_basis(
     return_info: bool = False,
     oversample: int = DEFAULT_OVERSAMPLE,
     chunk_size: int | None = None,
+    jacobian: str = "autodiff",
+    fd_step: float = FD_STEP,
 ):
     """Top-k eigenvectors of the denoiser Jacobian J_D(x), D(x) = x - phi(x) (paper Alg. 4).
 
@@ -289,6 +340,8 @@ def tangent_basis(
     iteration with deflation from v_0 = x, stopping when ||v_t - v_{t-1}|| / ||v_t|| < tol (per vector, at most
     ``max_iters`` each); ``"exact"`` dense Jacobian (N vmapped JVPs) + eigh/eig. ``chunk_size`` bounds how many
     block vectors are vmapped at once (memory).
+    ``jacobian="fd"`` takes J q by forward differences (one batched forward instead of a JVP; see `_Operator`).
+    ``generator`` may be one generator per image (start vectors independent of the batch).
     ``init`` (B, k', N) warm-starts the iterative methods (e.g. the previous rollout step's basis).
     With ``return_info`` also returns a `TangentInfo` (applications are per image: a JVP or a VJP counts 1).
     """
@@ -300,7 +353,8 @@ def tangent_basis(
     B, n = x.shape[0], x[0].numel()
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
-    op = _Operator(denoise, x, symmetric and method != "exact", chunk_size)
+    op = _Operator(denoise, x, symmetric and method != "exact", chunk_size,
+                   jacobian="autodiff" if method == "exact" else jacobian, fd_step=fd_step)
     if init is not None:
         init = init.detach().to(dtype=x.dtype, device=x.device).reshape(B, -1, n)
     iters, block = 0, None
@@ -310,7 +364,7 @@ def tangent_basis(
         basis, theta, iters = _power(op, x, k, tol, max_iters, init)
     else:
         m = min(k + oversample, n)
-        x0 = _randn((B, n, m), x, generator)
+        x0 = randn_like_batch((B, n, m), x, generator)
         if init is not None:
             j = min(init.shape[1], m)
             x0[..., :j] = init[:, :j].transpose(-1, -2)
@@ -323,3 +377,34 @@ def tangent_basis(
     if return_info:
         return basis, TangentInfo(theta.detach(), op.applications, iters, block)
     return basis
+
+
+@autograd_enabled
+def tangent_filter(
+    denoise: Denoiser,
+    x: Tensor,
+    v: Tensor,
+    power: int = 2,
+    *,
+    symmetric: bool = True,
+    jacobian: str = "fd",
+    fd_step: float = FD_STEP,
+    chunk_size: int | None = None,
+    return_info: bool = False,
+):
+    """Eigenvector-free tangent direction p = A^m v, A = J_D(x) or (J + J^T)/2: a soft stand-in for Alg. 1's V V^T v.
+
+    A denoiser's Jacobian has eigenvalues ~1 along the manifold and ~0 across it, so powers of A keep v's
+    tangent part and damp the rest, with no eigen-solve. x (B, C, H, W), v (B, N) or x's shape -> p (B, N), not
+    rescaled. With ``return_info`` also returns the operator applications per image.
+    """
+    if power < 1:
+        raise ValueError(f"power must be >= 1, got {power}")
+    x = x.detach()
+    B = x.shape[0]
+    op = _Operator(denoise, x, symmetric, chunk_size, jacobian=jacobian, fd_step=fd_step)
+    p = v.detach().reshape(B, -1, 1).to(x.dtype)
+    for _ in range(power):
+        p = op(p)
+    p = p.squeeze(-1)
+    return (p, op.applications) if return_info else p

@@ -20,7 +20,8 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from callbacks import ExtrapolationCallback, media  # noqa: E402
 from datamodules import RotatedMNISTDataModule  # noqa: E402
-from lightning_modules import VAE, DenoiserModule, UNet, VAEModule, WandbLogger  # noqa: E402
+from lightning_modules import DenoiserModule, VAEModule, WandbLogger  # noqa: E402
+from networks import VAE, UNet  # noqa: E402
 
 
 

@@ -47,7 +47,7 @@ model:
   init_args:
     lr: 0.0
     network:
-      class_path: lightning_modules.UNet
+      class_path: networks.UNet
       init_args: {{widths: [8, 16], mid_width: 16, norm: false}}
 data:
   class_path: datamodules.RotatedMNISTDataModule

@@ -7,7 +7,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_modules import VAE, DenoiserModule, UNet, VAEModule, WandbLogger
+from lightning_modules import DenoiserModule, VAEModule, WandbLogger
+from lightning_modules.wandb_logger import has_wandb_credentials
+from networks import VAE, UNet
 
 TINY = dict(widths=(4, 8, 16), mid_width=16)
 
@@ -184,6 +186,11 @@ def test_denoiser_load_from_checkpoint_round_trip(tmp_path):
     module.eval(), loaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.denoise(x), module.denoise(x))
+    # checkpoints from before the networks moved to `networks` name the class `lightning_modules.UNet`
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["hyper_parameters"]["network"]["class_path"] = "lightning_modules.UNet"
+    torch.save(ckpt, path)
+    assert isinstance(DenoiserModule.load_from_checkpoint(path).network, UNet)
 
 
 def test_vae_load_from_checkpoint_round_trip(tmp_path):

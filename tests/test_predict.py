@@ -14,7 +14,8 @@ import train
 from callbacks import ExtrapolationWriter
 from datamodules import FramePairsDataModule
 from datamodules.frame_pairs import InputError, MissingInputError
-from lightning_modules import VAE, DenoiserModule, VAEModule
+from lightning_modules import DenoiserModule, VAEModule
+from networks import VAE
 
 ROOT = Path(__file__).resolve().parents[1]
 

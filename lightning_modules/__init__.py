@@ -1,9 +1,11 @@
 """The Lightning training modules (the networks they train are in ``networks``) and the W&B logger."""
 from .denoiser import DenoiserModule
+from .losses import InverseVarianceNoiseLoss, NoiseLoss, SqrtUniformSigma, UniformSigma, psnr
 from .vae_module import VAEModule
 from .wandb_logger import WandbLogger
 
-__all__ = ["DenoiserModule", "VAEModule", "WandbLogger"]
+__all__ = ["DenoiserModule", "VAEModule", "WandbLogger",
+           "NoiseLoss", "InverseVarianceNoiseLoss", "UniformSigma", "SqrtUniformSigma", "psnr"]
 
 _MOVED_TO_NETWORKS = ("BiasFreeBatchNorm2d", "UNet", "VAE")
 

@@ -77,6 +77,7 @@ def logged(run_dir: Path) -> dict[str, float]:
     return {m: float(next(r[m] for r in rows if r.get(m))) for m in METRICS}
 
 
+@pytest.mark.slow  # about a minute: two `train.py fit` subprocesses, one with 2 DDP ranks
 def test_ddp_matches_single_process(tmp_path):
     single = run_fit(tmp_path, "single", devices=1)
     ddp = run_fit(tmp_path, "ddp", devices=2)

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
 
     from callbacks import ExtrapolationCallback
     from extrapolation import dtw_ssid_batch, linear_rollout
-    from lightning_modules import DenoiserModule
+    from lightning_modules import DenoiserModule, psnr
     from train import main as cli_main
 
     sys.argv = sys.argv[:1]
@@ -48,17 +48,16 @@ def main(argv=None) -> None:
 
     results = {}
     for weighting in ("none", "inverse_variance"):
-        module = DenoiserModule.load_from_checkpoint(args.ckpt, map_location="cpu")
-        module.hparams.loss_weighting, module.hparams.sigma_floor = weighting, args.floor / 255
-        module.log = lambda *a, **k: None  # no trainer: _step's logging is not needed here
+        module = DenoiserModule.load_from_checkpoint(args.ckpt, map_location="cpu", loss_weighting=weighting,
+                                                     sigma_floor=args.floor / 255)
         opt = torch.optim.Adam(module.parameters(), lr=args.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
         torch.manual_seed(args.seed)  # same batches and noise for both weightings
         module.train()
         tic = time.perf_counter()
-        for step in range(args.steps):
+        for _ in range(args.steps):
             batch = frames[torch.randint(len(frames), (args.batch_size,))]
-            loss = module._step(batch, "train", step)
+            loss, _ = module.loss(batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -70,8 +69,7 @@ def main(argv=None) -> None:
         row = {}
         with torch.no_grad():
             for s in args.sigmas:
-                mse = (module.denoise(gt + s / 255 * base) - gt).pow(2).flatten(1).mean(1)
-                row[f"psnr {s:g}"] = (-10 * torch.log10(mse.clamp_min(1e-12))).mean().item()
+                row[f"psnr {s:g}"] = psnr(module.denoise(gt + s / 255 * base), gt).item()
             for s in args.sigmas:
                 out = linear_rollout(module.denoise, videos[:, 0], videos[:, 1], cb.steps, cb.eta, s / 255,
                                      generator=torch.Generator().manual_seed(args.seed))

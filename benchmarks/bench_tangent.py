@@ -38,14 +38,14 @@ class SmallConvNet(nn.Module):
 def make_net(kind: str, widths):
     if kind == "unet":
         try:
-            from lightning_modules import UNet
+            from networks import UNet
 
             kw = {} if widths is None else dict(widths=widths[:-1], mid_width=widths[-1])
             net = UNet(in_channels=1, **kw)
-            print(f"network: lightning_modules.UNet {kw or '(default widths 64/128/256, mid 512)'}")
+            print(f"network: networks.UNet {kw or '(default widths 64/128/256, mid 512)'}")
             return net
         except ImportError as e:  # written concurrently by another package
-            print(f"NOTICE: lightning_modules.UNet not importable ({e}); using the local SmallConvNet")
+            print(f"NOTICE: networks.UNet not importable ({e}); using the local SmallConvNet")
     print("network: local SmallConvNet(width=32)")
     return SmallConvNet()
 

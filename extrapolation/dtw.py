@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 _SSIM_KW = dict(gaussian_kernel=True, kernel_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
@@ -82,27 +81,3 @@ def dtw_ssid_batch(prediction: Tensor, target: Tensor) -> Tensor:
     if prediction.shape[0] != target.shape[0]:
         raise ValueError(f"got {prediction.shape[0]} predictions for {target.shape[0]} targets")
     return torch.stack([dtw_ssid(p, t) for p, t in zip(prediction, target)])
-
-
-class DTWSSID(Metric):
-    """Mean DTW-SSID over videos (paper Table 1); sums and counts are all-reduced, so it is exact under DDP."""
-
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, prediction: Tensor, target: Tensor) -> None:
-        """Add videos (V,T2,C,H,W) vs (V,T1,C,H,W), or one pair (T2,C,H,W) vs (T1,C,H,W)."""
-        if prediction.dim() == 4:
-            prediction, target = prediction.unsqueeze(0), target.unsqueeze(0)
-        values = dtw_ssid_batch(prediction, target)
-        self.total += values.double().sum().to(self.total.device)
-        self.count += values.numel()
-
-    def compute(self) -> Tensor:
-        return (self.total / self.count).float()

@@ -1,7 +1,6 @@
 """Training a noise predictor phi (paper section 2.2, eq. 2): D(x) = x - phi(x) is the denoiser."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,23 +9,27 @@ import torch
 from torch import nn
 
 from ._common import build_network, configure_adam, network_hparam
+from .losses import LOSS_WEIGHTINGS, SIGMA_SCHEDULES, InverseVarianceNoiseLoss, NoiseLoss, psnr
 
 
 class DenoiserModule(pl.LightningModule):
     """Blind denoiser trained on a range of noise levels.
 
     Args:
-        network: the noise predictor, ``(B, C, H, W) -> (B, C, H, W)`` (e.g. :class:`UNet`).
+        network: the noise predictor, ``(B, C, H, W) -> (B, C, H, W)`` (e.g. :class:`networks.UNet`).
         sigma_range: noise std range, in units of a [0, 1] image.
-        sigma_schedule: "uniform" in sigma, or "sqrt": uniform in sqrt(sigma) (more small noise
-            levels; the "quadratic" schedule of Kadkhodaie et al.).
+        sigma_schedule: "uniform" in sigma (:class:`~lightning_modules.losses.UniformSigma`), or "sqrt":
+            uniform in sqrt(sigma) (:class:`~lightning_modules.losses.SqrtUniformSigma`; more small noise
+            levels, the "quadratic" schedule of Kadkhodaie et al.). Kept as ``self.sigma_sampler``.
         lr, lr_schedule, lr_step_size, lr_gamma: Adam; "cosine" anneals per step to zero over
             the run, "step" multiplies by ``lr_gamma`` every ``lr_step_size`` epochs.
-        loss_weighting: "none": eq. 2, each image's summed squared error weighs the same, so the
-            loss is dominated by the large noise levels (errors grow with sigma) and the fit at small
-            sigma is loose. "inverse_variance": each image's error is weighted by
-            1 / (sigma^2 + sigma_floor^2), normalised over the batch, so every noise level is
+        loss_weighting: "none": eq. 2, each image's summed squared error weighs the same
+            (:class:`~lightning_modules.losses.NoiseLoss`), so the large noise levels dominate and the
+            fit at small sigma is loose. "inverse_variance": each image's error is weighted by
+            1 / (sigma^2 + sigma_floor^2), normalised over the batch
+            (:class:`~lightning_modules.losses.InverseVarianceNoiseLoss`), so every noise level is
             fitted to the same relative precision: the choice when extrapolating at small sigma.
+            Kept as ``self.noise_loss``; assign another object with the same call to change it.
         sigma_floor: keeps the inverse-variance weight finite at sigma = 0.
         val_sigmas: fixed noise levels at which val/test report PSNR (``val/psnr_25`` for 25/255).
         val_seed: seed of the val/test noise, drawn per batch index so epochs are comparable
@@ -48,10 +51,12 @@ class DenoiserModule(pl.LightningModule):
         val_seed: int = 0,
     ):
         super().__init__()
-        if loss_weighting not in ("none", "inverse_variance"):
-            raise ValueError(f"loss_weighting must be 'none' or 'inverse_variance', got {loss_weighting!r}")
-        if loss_weighting == "inverse_variance" and not sigma_floor > 0:
-            raise ValueError(f"sigma_floor must be > 0 with inverse_variance weighting, got {sigma_floor}")
+        if sigma_schedule not in SIGMA_SCHEDULES:
+            raise ValueError(f"sigma_schedule must be one of {sorted(SIGMA_SCHEDULES)}, got {sigma_schedule!r}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {sorted(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
+        self.sigma_sampler = SIGMA_SCHEDULES[sigma_schedule](*sigma_range)
+        self.noise_loss = NoiseLoss() if loss_weighting == "none" else InverseVarianceNoiseLoss(sigma_floor)
         net = build_network(network)
         network = network_hparam(net)  # save_hyperparameters reads this local
         self.save_hyperparameters()
@@ -66,13 +71,17 @@ class DenoiserModule(pl.LightningModule):
         return x - self.network(x)
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        lo, hi = self.hparams.sigma_range
-        u = torch.rand(n, generator=generator)
-        if self.hparams.sigma_schedule == "sqrt":
-            return (math.sqrt(lo) + u * (math.sqrt(hi) - math.sqrt(lo))) ** 2
-        if self.hparams.sigma_schedule == "uniform":
-            return lo + u * (hi - lo)
-        raise ValueError(f"sigma_schedule must be 'uniform' or 'sqrt', got {self.hparams.sigma_schedule!r}")
+        """``(n,)`` training noise levels (on the CPU)."""
+        return self.sigma_sampler(n, generator)
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss of the clean frames ``x (B, C, H, W)`` at sampled noise levels, without logging.
+
+        Returns (loss, per-image summed squared error ``(B,)``). Noise levels and noise come from ``generator``
+        (the global generator if None).
+        """
+        sigma = self.sample_sigma(x.shape[0], generator)
+        return self.noise_loss(self.network, x, sigma, generator)
 
     def _step(self, x: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor:
         x = x[0] if isinstance(x, (list, tuple)) else x  # tolerate (frames, ...) batches
@@ -81,25 +90,16 @@ class DenoiserModule(pl.LightningModule):
             self.frame_shape = tuple(x.shape[1:])  # lets `predict` check user frames against it
         # val/test: the same sigmas and noise every epoch; drawn on the CPU so devices agree
         gen = None if stage == "train" else torch.Generator().manual_seed(self.hparams.val_seed * 100003 + batch_idx)
-        sigma = self.sample_sigma(b, gen).to(x).view(b, 1, 1, 1)
-        noise = torch.randn(x.shape, generator=gen).to(x) * sigma
-        err = self.network(x + noise) - noise
-        per_image = err.pow(2).flatten(1).sum(1)  # eq. 2: summed over pixels
-        if self.hparams.loss_weighting == "inverse_variance":
-            weight = 1.0 / (sigma.flatten() ** 2 + self.hparams.sigma_floor ** 2)
-            loss = (weight * per_image).sum() / weight.sum()
-        else:
-            loss = per_image.mean()
+        loss, per_image = self.loss(x, gen)
         on_step = stage == "train"
         kw = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         self.log(f"{stage}/loss", loss, prog_bar=True, **kw)
-        self.log(f"{stage}/mse", err.detach().pow(2).mean(), **kw)  # per pixel, for readability
+        self.log(f"{stage}/mse", per_image.detach().mean() / x[0].numel(), **kw)  # per pixel, for readability
         if stage != "train":
             base = torch.randn(x.shape, generator=gen).to(x)
             for s in self.hparams.val_sigmas:
-                mse = (self.denoise(x + s * base) - x).pow(2).flatten(1).mean(1)
-                psnr = (-10 * torch.log10(mse.clamp_min(1e-12))).mean()  # per-image PSNR, peak 1
-                self.log(f"{stage}/psnr_{round(s * 255)}", psnr, prog_bar=round(s * 255) == 25, **kw)
+                name = round(s * 255)
+                self.log(f"{stage}/psnr_{name}", psnr(self.denoise(x + s * base), x), prog_bar=name == 25, **kw)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -48,13 +48,18 @@ class VAEModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    def _step(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        x = x[0] if isinstance(x, (list, tuple)) else x
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, reconstruction BCE, KL) of the frames ``x (B, C, H, W)``, each per image, without logging."""
         b = x.shape[0]
         logits, mean, logvar = self.network(x)
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum() / b
-        loss = recon + self.hparams.kl_weight * kl
+        return recon + self.hparams.kl_weight * kl, recon, kl
+
+    def _step(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        x = x[0] if isinstance(x, (list, tuple)) else x
+        b = x.shape[0]
+        loss, recon, kl = self.loss(x)
         on_step = stage == "train"
         kw = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         self.log(f"{stage}/loss", loss, prog_bar=True, **kw)

@@ -20,7 +20,9 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from callbacks import ExtrapolationCallback, media  # noqa: E402
 from datamodules import RotatedMNISTDataModule  # noqa: E402
-from lightning_modules import VAE, DenoiserModule, UNet, VAEModule, WandbLogger  # noqa: E402
+from extrapolation import latent_rollout  # noqa: E402
+from lightning_modules import DenoiserModule, VAEModule, WandbLogger  # noqa: E402
+from networks import VAE, UNet  # noqa: E402
 
 
 
@@ -216,7 +218,12 @@ def test_latent_method_with_vae(tmp_path):
     trainer.fit(make_denoiser(), make_dm())
     for method in ("linear", "latent"):
         assert f"val/dtw_ssid/{method}" in trainer.callback_metrics
-    assert cb._vae is not None and not cb._vae.training
+    # the latent rollouts are the checkpoint's VAE's, in eval mode (batch-norm running statistics)
+    vae = VAEModule.load_from_checkpoint(tmp_path / "vae" / "last.ckpt").eval()
+    gt = trainer.datamodule.videos[:1].float()
+    with torch.no_grad():
+        expected = latent_rollout(vae.encode, vae.decode, gt[:, 0], gt[:, 1], STEPS, 0.5)
+    torch.testing.assert_close(cb.last_shown["latent"], expected)
     frames = gif_frames(Path(trainer.log_dir) / "media" / "val" / "epoch_000" / "rollout_00.gif")
     assert frames[0].shape[1] > 3 * 80  # three panels: ground truth | linear | latent
 

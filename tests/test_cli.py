@@ -43,7 +43,7 @@ def strips(tmp_path):
 
 
 def _args(name, strips, tiny):
-    cfg = ROOT / "configs" / ("tiny" if tiny else "") / f"{name}.yaml"
+    cfg = (ROOT / "tests" / "configs" if tiny else ROOT / "configs") / f"{name}.yaml"
     args = ["--config", str(cfg)]
     if "weizmann" in name:
         args.append(f"--data.init_args.data_dir={strips}")
@@ -117,7 +117,8 @@ def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch):
     assert list((tmp_path / "runs" / "tiny_rot" / "wandb").glob("offline-run-*"))
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("config", sorted([*(ROOT / "configs").glob("**/*.yaml"), *(ROOT / "tests" / "configs").glob("*.yaml")]),
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_last_checkpoint_is_the_latest_epoch(config):
     """With a `monitor`, Lightning 2.6 rewrites last.ckpt only when the monitored value improves: `--ckpt_path last`
     would resume (and the table would evaluate) an older epoch. Every ModelCheckpoint keeps monitor null."""

@@ -47,7 +47,7 @@ model:
   init_args:
     lr: 0.0
     network:
-      class_path: lightning_modules.UNet
+      class_path: networks.UNet
       init_args: {{widths: [8, 16], mid_width: 16, norm: false}}
 data:
   class_path: datamodules.RotatedMNISTDataModule
@@ -77,6 +77,7 @@ def logged(run_dir: Path) -> dict[str, float]:
     return {m: float(next(r[m] for r in rows if r.get(m))) for m in METRICS}
 
 
+@pytest.mark.slow  # about a minute: two `train.py fit` subprocesses, one with 2 DDP ranks
 def test_ddp_matches_single_process(tmp_path):
     single = run_fit(tmp_path, "single", devices=1)
     ddp = run_fit(tmp_path, "ddp", devices=2)

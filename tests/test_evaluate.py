@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from extrapolation import Models, MethodSettings, SettingsError, evaluate, load_settings
-from lightning_modules import UNet
+from networks import UNet
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,16 @@
 """Fast tangent steps: forward-difference Jacobian products, the eigenvector-free filter, per-image
 streams and per-image solver stopping (batch independence)."""
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from extrapolation import linear_rollout, subspace_sine, tangent_basis, tangent_filter, tangent_rollout
+from extrapolation.circle import CircleDenoiser
 from extrapolation.tangent import FD_STEP, _Operator
-from lightning_modules import UNet
+from networks import UNet
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from circle_manifold import CircleDenoiser  # noqa: E402
 
 
 def unet_denoiser(seed=0, size=20):

@@ -14,7 +14,8 @@ import train
 from callbacks import ExtrapolationWriter
 from datamodules import FramePairsDataModule
 from datamodules.frame_pairs import InputError, MissingInputError
-from lightning_modules import VAE, DenoiserModule, VAEModule
+from lightning_modules import DenoiserModule, VAEModule
+from networks import VAE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def ckpt(tmp_path_factory) -> Path:
     cwd = Path.cwd()
     try:
         os.chdir(d)
-        train.main(args=["fit", "--config", str(ROOT / "configs/tiny/rot.yaml"), "--trainer.max_steps=1",
+        train.main(args=["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), "--trainer.max_steps=1",
                          "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
                          "--trainer.enable_progress_bar=false"])
     finally:

@@ -1,18 +1,12 @@
 """Rollouts (paper Alg. 1-3): shapes, seeding, inference mode, dtype, edge cases, and the circle of Fig. 3."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from extrapolation import latent_rollout, linear_rollout, tangent_rollout
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from circle_manifold import CircleDenoiser  # noqa: E402
-
-
+from extrapolation.circle import CircleDenoiser
 
 
 def make_denoiser(dtype=torch.float32):

@@ -60,13 +60,13 @@ def test_static_reference_cell(tmp_path):
     from extrapolation.dtw import ssid_matrix
 
     (tmp_path / "cells").mkdir()
-    args = type("Args", (), {"out": tmp_path, "configs": ROOT / "configs" / "tiny"})()
+    args = type("Args", (), {"out": tmp_path, "configs": ROOT / "tests" / "configs"})()
     reproduce_table1.static_reference("rot", args)
     c = json.loads((tmp_path / "cells" / "rot_static.json").read_text())
     assert c["method"] == "static" and c["trials"] == 1 and c["settings"]["steps"] >= 1
     assert 0 < c["dtw_ssid_mean"] < 1 and len(c["per_video"]) >= 1
     from train import main as cli_main
-    dm = cli_main(run=False, args=["--config", str(ROOT / "configs" / "tiny" / "rot.yaml"), "--trainer.logger=false"]).datamodule
+    dm = cli_main(run=False, args=["--config", str(ROOT / "tests" / "configs" / "rot.yaml"), "--trainer.logger=false"]).datamodule
     dm.prepare_data()
     dm.setup("test")
     v = dm.videos.float()[0]

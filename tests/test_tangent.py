@@ -1,18 +1,12 @@
 """Tangent basis (paper Alg. 4 and the block solver) against known spectra and the dense Jacobian."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from extrapolation import subspace_sine, tangent_basis
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from circle_manifold import CircleDenoiser  # noqa: E402
-
-
+from extrapolation.circle import CircleDenoiser
 
 
 def linear_denoiser(n=200, seed=0):

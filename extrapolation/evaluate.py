@@ -38,6 +38,7 @@ class Evaluation(NamedTuple):
     cut: Tensor  # (trials, V) float64
     seconds: float  # rollout time (scoring excluded)
     frames: Tensor | None  # (trials, V, steps + 2, C, H, W) on the CPU, if kept
+    applications: float = 0.0  # tangent: Jacobian applications (J q or J^T q) per image per step
 
 
 def video_seed(seed: int, trial: int, video: int) -> int:
@@ -65,21 +66,26 @@ def batch_invariant(fn: Callable[[Tensor], Tensor] | None) -> Callable[[Tensor],
 
 @autograd_enabled
 def rollout(models: Models, first: Tensor, settings: MethodSettings,
-            generators: Sequence[torch.Generator] | None = None) -> Tensor:
-    """Extrapolate (B, 2, C, H, W) first frames with one method (paper Alg. 1, 2 or 3) -> (B, steps + 2, C, H, W)."""
+            generators: Sequence[torch.Generator] | None = None, return_info: bool = False):
+    """Extrapolate (B, 2, C, H, W) first frames with one method (paper Alg. 1, 2 or 3) -> (B, steps + 2, C, H, W).
+
+    With ``return_info`` also returns the tangent rollout's `RolloutInfo` (None for the other methods)."""
     u0, u1 = first[:, 0], first[:, 1]
     s = settings
     models = Models(*(batch_invariant(f) for f in (models.denoise, models.encode, models.decode)))
     if s.method == "latent":
         if models.encode is None or models.decode is None:
             raise ValueError("method 'latent' needs Models(encode=..., decode=...)")
-        return latent_rollout(models.encode, models.decode, u0, u1, s.steps, s.eta, reencode=s.reencode)
-    if models.denoise is None:
+        out, info = latent_rollout(models.encode, models.decode, u0, u1, s.steps, s.eta, reencode=s.reencode), None
+    elif models.denoise is None:
         raise ValueError(f"method {s.method!r} needs Models(denoise=...)")
-    if s.method == "linear":
-        return linear_rollout(models.denoise, u0, u1, s.steps, s.eta, s.sigma, generator=generators)
-    return tangent_rollout(models.denoise, u0, u1, s.steps, s.eta, s.sigma, s.k, generator=generators,
-                           **s.solver).detach()
+    elif s.method == "linear":
+        out, info = linear_rollout(models.denoise, u0, u1, s.steps, s.eta, s.sigma, generator=generators), None
+    else:
+        out, info = tangent_rollout(models.denoise, u0, u1, s.steps, s.eta, s.sigma, s.k, generator=generators,
+                                    return_info=True, **s.solver)
+    out = out.detach()
+    return (out, info) if return_info else out
 
 
 def dtw_readings(prediction: Tensor, target: Tensor) -> tuple[float, float]:
@@ -112,13 +118,15 @@ def evaluate(models: Models, videos: Tensor, settings: MethodSettings, trials: i
     whole = torch.zeros(trials, n_videos, dtype=torch.float64)
     cut = torch.zeros_like(whole)
     frames = None
-    seconds = 0.0
+    seconds, applications = 0.0, 0.0
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         gens = [torch.Generator().manual_seed(video_seed(seed, t, video_ids[v])) for t, v in chunk]
         batch = first[[v for _, v in chunk]]
         tic = time.perf_counter()
-        out = rollout(models, batch, settings, gens).detach()
+        out, info = rollout(models, batch, settings, gens, return_info=True)
+        if info is not None and info.applications:
+            applications += sum(info.applications) / len(info.applications) * len(chunk) / len(jobs)
         if out.is_cuda:
             torch.cuda.synchronize(out.device)
         seconds += time.perf_counter() - tic
@@ -132,4 +140,4 @@ def evaluate(models: Models, videos: Tensor, settings: MethodSettings, trials: i
                 whole[t, v], cut[t, v] = dtw_readings(pred, videos[v].float().cpu())
             if keep_frames:
                 frames[t, v] = pred
-    return Evaluation(whole, cut, seconds, frames)
+    return Evaluation(whole, cut, seconds, frames, applications)

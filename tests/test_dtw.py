@@ -48,6 +48,14 @@ def test_ssid_matrix_matches_torchmetrics():
     ref = 1 - ssim(a[1:2], b[2:3], data_range=1.0, gaussian_kernel=True, kernel_size=11, sigma=1.5, k1=0.01, k2=0.03)
     torch.testing.assert_close(m[1, 2], ref)
     torch.testing.assert_close(ssid_matrix(b, a), m.T)
+    g = torch.Generator().manual_seed(0)
+    for shape in ((1, 20, 20), (3, 17, 23)):  # every entry, grey and colour, non-square
+        x, y = torch.rand(6, *shape, generator=g), torch.rand(5, *shape, generator=g)
+        ia, ib = torch.meshgrid(torch.arange(6), torch.arange(5), indexing="ij")
+        want = 1 - ssim(x[ia.flatten()], y[ib.flatten()], reduction="none", data_range=1.0, gaussian_kernel=True,
+                        kernel_size=11, sigma=1.5, k1=0.01, k2=0.03).reshape(6, 5)
+        torch.testing.assert_close(ssid_matrix(x, y), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ssid_matrix(x, y, chunk=7), want, atol=1e-5, rtol=0)
 
 
 def test_identical_and_repeated_frames_give_zero():

@@ -2,8 +2,8 @@
 
 For each operator, every iterative method runs with decreasing tolerances until its top-k subspace is within a
 target sine of the largest principal angle of a reference ("exact" at 20x20, a long "block" run at 64x64);
-we report operator applications per image (JVP = 1, VJP = 1) and wall-clock at that point, then the time of a
-53-step tangent_rollout (paper A.6 rotated-MNIST setting) for 10 videos at 20x20. The CPU may be shared.
+we report operator applications per image (JVP = 1, VJP = 1) and wall-clock at that point. Rollouts (time and
+DTW-SSID per solver) are benchmarked by bench_rollout.py. The CPU may be shared.
 
     python benchmarks/bench_tangent.py [--net unet|small] [--train-seconds 30] [--k 4] [--skip64]
 """
@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from extrapolation import dtw_ssid_batch, subspace_sine, tangent_basis, tangent_rollout
+from extrapolation import subspace_sine, tangent_basis
 
 
 class SmallConvNet(nn.Module):
@@ -194,24 +194,8 @@ def main():
               f"eigenvalues {[round(v, 3) for v in info.eigenvalues[0].tolist()]}")
         compare("network at 64x64 (reference: long block run)", den, x64, k, ref64, [1e-2], {"power": 200, "subspace": 150, "block": 100})
 
-    # 4. Rollout: 10 videos at 20x20, 53 steps (paper A.6 rotated MNIST: eta 1, sigma 25/255).
-    #    Solved to tolerance at every step, then subspace tracking (track_iters: later steps capped, warm-started).
-    u0, u1 = clean, second
-    variants = [("block, tol 1e-2 every step", {}), ("block, track_iters=2", {"track_iters": 2}),
-                ("block, track_iters=1", {"track_iters": 1}),
-                ("block, track_iters=1, oversample 0", {"track_iters": 1, "oversample": 0})]
-    for kk in (1, 4):
-        base = None
-        for label, kw in variants:
-            (out, rinfo), sec = timed(lambda: tangent_rollout(den, u0, u1, 53, 1.0, 25 / 255, kk,
-                                                               generator=torch.Generator().manual_seed(0),
-                                                               return_info=True, **kw))
-            base = base or sec
-            apps = sum(rinfo.applications)
-            score = f", DTW-SSID {dtw_ssid_batch(out, dm.videos.float()).mean().item():.3f}" if args.ckpt else ""
-            print(f"\ntangent_rollout 10 videos x 53 steps at 20x20, k={kk}, {label}: {sec:.1f} s "
-                  f"(x{base / sec:.1f} vs solving every step; {apps} applications per video, first steps "
-                  f"{rinfo.applications[:3]}, last {rinfo.applications[-3:]}){score}")
+    print("\nRollout speed and quality per solver: benchmarks/bench_rollout.py")
+
 
 if __name__ == "__main__":
     main()

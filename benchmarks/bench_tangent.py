@@ -153,11 +153,10 @@ def main():
         print(f"network: trained checkpoint {args.ckpt}")
         dm = RotatedMNISTDataModule()
         dm.setup("test")
-        clean, second = dm.videos[:, 0], dm.videos[:, 1]
+        clean = dm.videos[:, 0]
     else:
         net = train_briefly(make_net(args.net, args.widths), args.train_seconds)
         clean = strokes(10, 20, g)
-        second = torch.roll(clean, 1, dims=-1)
     for p in net.parameters():
         p.requires_grad_(False)
     den = lambda x: x - net(x)  # noqa: E731

@@ -1,0 +1,157 @@
+"""Choose each method's extrapolation settings on selection videos that Table 1 never scores (issue protocol).
+
+Every method is tuned the same way, by the whole-video DTW-SSID, mean over `--trials` trials: sigma and eta for
+tangent and linear (k too when the tangent step is an eigen-projection), eta and re-encoding for the VAE. Writes
+every cell to results/selection_<dataset>.csv and, with --write, the winners into the `selected` profile of
+configs/extrapolation/<dataset>.yaml (the other profiles and the file's comments are kept).
+
+    python scripts/select_settings.py --dataset rot --denoiser CKPT [--vae CKPT] \
+        --indices 10-19 --data-dir ../shared/data/mnist [--trials 3] [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import itertools
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from extrapolation import Models, evaluate, load_settings  # noqa: E402
+
+DATAMODULES = {"rot": "RotatedMNISTDataModule", "trans": "TranslatedMNISTDataModule"}
+GRIDS = {  # sigma in /255; eta as multiples of the paper's (A.6) step size
+    "sigma": [10, 15, 25, 40],
+    "eta_scale": [0.5, 0.75, 1.0, 1.5],
+    "k": [2, 4, 8],
+    "vae_eta_scale": [0.5, 0.75, 1.0, 1.25],
+}
+
+
+def index_list(spec: str) -> list[int]:
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
+def candidates(method: str, paper, selected) -> list:
+    """The grid of one method around the paper's settings; the tangent step (solver) is the selected one."""
+    if method == "latent":
+        return [paper.with_overrides(eta=round(paper.eta * s, 4), reencode=r)
+                for s, r in itertools.product(GRIDS["vae_eta_scale"], (True, False))]
+    base = selected if method == "tangent" else paper
+    ks = GRIDS["k"] if base.uses_k else [base.k]
+    return [base.with_overrides(sigma=sig / 255, eta=round(paper.eta * s, 4), k=k)
+            for sig, s, k in itertools.product(GRIDS["sigma"], GRIDS["eta_scale"], ks)]
+
+
+def describe(s) -> dict:
+    d = dict(method=s.method, steps=s.steps, eta=s.eta)
+    if s.method == "latent":
+        d.update(reencode=s.reencode)
+    else:
+        d.update(sigma_255=round(s.sigma * 255, 3))
+    if s.method == "tangent":
+        d.update(k=s.k if s.uses_k else "", step=s.step_name())
+    return d
+
+
+def write_selected(path: Path, chosen: dict) -> None:
+    """Replace the `selected:` block of a settings file, keeping everything else."""
+    text = path.read_text()
+    lines = ["selected:"]
+    for method, s in chosen.items():
+        fields = {"eta": s.eta}
+        if method != "latent":
+            fields["sigma"] = f"{s.sigma * 255:g}/255"
+        if method == "tangent":
+            if s.uses_k:
+                fields["k"] = s.k
+            fields["solver"] = "{" + ", ".join(f"{k}: {v}" for k, v in s.solver.items()) + "}"
+        if method == "latent":
+            fields["reencode"] = str(s.reencode).lower()
+        lines.append(f"  {method}: {{" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + "}")
+    block = "\n".join(lines) + "\n"
+    new, n = re.subn(r"^selected:\n(?:  .*\n)*", block, text, flags=re.M)
+    path.write_text(new if n else text + block)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=list(DATAMODULES))
+    p.add_argument("--denoiser", required=True, help="denoiser checkpoint trained on the selection videos")
+    p.add_argument("--vae", default=None, help="VAE checkpoint trained on the selection videos (latent method)")
+    p.add_argument("--indices", default="10-19")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--methods", nargs="+", default=["tangent", "linear", "latent"])
+    p.add_argument("--settings", type=Path, default=None, help="default configs/extrapolation/<dataset>.yaml")
+    p.add_argument("--out", type=Path, default=None, help="default results/selection_<dataset>.csv")
+    p.add_argument("--write", action="store_true", help="write the winners into the settings file's `selected`")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    import datamodules
+    from lightning_modules import DenoiserModule, VAEModule
+
+    settings_file = args.settings or ROOT / "configs" / "extrapolation" / f"{args.dataset}.yaml"
+    out = args.out or ROOT / "results" / f"selection_{args.dataset}.csv"
+    paper, selected = load_settings(settings_file, "paper"), load_settings(settings_file, "selected")
+    dm = getattr(datamodules, DATAMODULES[args.dataset])(indices=index_list(args.indices), data_dir=args.data_dir)
+    dm.setup("test")
+    videos = dm.videos.float()
+    models = Models(denoise=DenoiserModule.load_from_checkpoint(args.denoiser, map_location="cpu").eval().denoise)
+    if args.vae:
+        vae = VAEModule.load_from_checkpoint(args.vae, map_location="cpu").eval()
+        models.encode, models.decode = vae.encode, vae.decode
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    machine = f"{platform.machine()} CPU, 1 torch thread"
+    rows, chosen = [], {}
+    for method in args.methods:
+        if method == "latent" and not args.vae:
+            print("latent: no --vae checkpoint; skipped")
+            continue
+        best = None
+        grid = candidates(method, paper[method], selected[method])
+        for i, s in enumerate(grid):
+            tic = time.perf_counter()
+            res = evaluate(models, videos, s, args.trials)
+            whole, cut = res.whole.mean(1), res.cut.mean(1)  # per trial
+            row = dict(dataset=args.dataset, **describe(s), trials=args.trials,
+                       whole=round(whole.mean().item(), 4), whole_std=round(whole.std().item(), 4) if args.trials > 1 else 0,
+                       cut=round(cut.mean().item(), 4), cut_std=round(cut.std().item(), 4) if args.trials > 1 else 0,
+                       worst_video=round(res.whole.mean(0).max().item(), 4), seconds=round(time.perf_counter() - tic, 1),
+                       videos=args.indices, date=when, machine=machine)
+            rows.append(row)
+            print(f"{method} {i + 1}/{len(grid)}: {describe(s)} whole {row['whole']:.3f} cut {row['cut']:.3f} "
+                  f"({row['seconds']} s)", flush=True)
+            if best is None or row["whole"] < best[0]:
+                best = (row["whole"], s)
+        chosen[method] = best[1]
+        print(f"{method}: selected {describe(best[1])}, whole {best[0]:.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keys = ["dataset", "method", "step", "steps", "eta", "sigma_255", "k", "reencode", "trials", "whole", "whole_std",
+            "cut", "cut_std", "worst_video", "seconds", "videos", "date", "machine"]
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {out}")
+    if args.write and chosen:
+        for method in selected:
+            chosen.setdefault(method, selected[method])
+        write_selected(settings_file, {m: chosen[m] for m in ("tangent", "linear", "latent") if m in chosen})
+        print(f"updated the `selected` profile of {settings_file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,15 +1,14 @@
 """`ExtrapolationCallback`: roll out the ground-truth videos from their first two frames (paper
-Alg. 1-3), score them with DTW-SSID (A.2) and log videos, alignment heat maps (Fig. 4) and latent
-manifold plots (Fig. 3)."""
+Alg. 1-3) with `extrapolation.evaluate`, score them with DTW-SSID (A.2) and log videos, alignment heat
+maps (Fig. 4) and latent manifold plots (Fig. 3). The settings come from a settings file
+(`configs/extrapolation/<dataset>.yaml`), the one source that `predict`, the sweeps and Table 1 read too."""
 from __future__ import annotations
 
 import csv
-import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
@@ -17,9 +16,42 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from callbacks import media
+from extrapolation import Evaluation, MethodSettings, Models, SettingsError, evaluate, load_settings
 
 DENOISER_METHODS = ("tangent", "linear")
 ALL_METHODS = DENOISER_METHODS + ("latent",)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_path(path: str | Path) -> Path:
+    """A settings file path as given, or, when relative and missing there, relative to the project root (so
+    `configs/extrapolation/rot.yaml` works from any working directory)."""
+    path = Path(path)
+    return path if path.is_absolute() or path.is_file() or not (ROOT / path).is_file() else ROOT / path
+
+
+def load_method_settings(path: str | Path, profile: str, methods: Sequence[str], owner: str, *,
+                         steps: int | None = None, eta: float | str | None = None, sigma: float | str | None = None,
+                         k: int | None = None, solver: Mapping[str, Any] | None = None,
+                         vae_eta: float | str | None = None) -> dict[str, MethodSettings]:
+    """{method: MethodSettings} of one profile of a settings file, with the overrides applied (None: the file's):
+    `steps` to every method, `eta` and `sigma` to tangent and linear, `k` and `solver` (which replaces the
+    file's solver) to tangent, `vae_eta` to latent. Raises one-line `SettingsError`s naming `owner`."""
+    try:
+        loaded = load_settings(settings_path(path), profile)
+        missing = [m for m in methods if m not in loaded]
+        if missing:
+            raise SettingsError(f"{path} [{profile}] has no settings for {missing}")
+        out = {}
+        for name, s in loaded.items():
+            if name == "latent":
+                out[name] = s.with_overrides(steps=steps, eta=vae_eta)
+            else:
+                s = s.with_overrides(steps=steps, eta=eta, sigma=sigma)
+                out[name] = s.with_overrides(k=k, solver=solver) if name == "tangent" else s
+        return out
+    except SettingsError as err:
+        raise SettingsError(f"{owner}: {err}") from None
 
 
 class ExtrapolationCallback(Callback):
@@ -29,77 +61,92 @@ class ExtrapolationCallback(Callback):
     Runs after a validation epoch when due (never in the sanity check) and in `trainer.test`.
 
     Args:
+        settings: extrapolation settings file, e.g. `configs/extrapolation/rot.yaml` (relative paths
+            that do not exist from the working directory are taken from the project root).
+        profile: its profile: "selected" (chosen on the selection videos) or "paper" (appendix A.6).
         methods: any of "tangent" (Alg. 1), "linear" (Alg. 2, the denoiser baseline) and
             "latent" (Alg. 3, VAE). Tangent and linear use `pl_module.denoise`; latent uses
             `pl_module` itself when it is a VAE module (then it is the only method) or the
             VAEModule loaded from `vae_checkpoint` (skipped with a warning if neither, or if
             that file does not exist yet).
-        steps: frames generated after the two given ones; rollouts have `steps + 2` frames.
-        eta, sigma: step size and noise level of Alg. 1-2 (sigma in units of a [0, 1] image).
-        k: tangent-space dimension of Alg. 1.
-        vae_eta: step size of Alg. 3.
+        steps, eta, sigma, k, solver, vae_eta: overrides of the file's settings (None: the file's).
+            `steps` applies to every method; `eta` and `sigma` (units of a [0, 1] image, or a string
+            such as "25/255") to tangent and linear; `k` and `solver` (replaces the file's solver:
+            `tangent_rollout` keywords) to tangent; `vae_eta` to latent. Bad values raise a
+            `SettingsError` here; `k` is checked against the frame size when the trainer sets up.
         vae_checkpoint: VAEModule checkpoint, for comparing all three methods in one run.
         trials: rollouts per video after validation; `test_trials` in `trainer.test` (paper: 5).
-        seed: noise seed. Chunk `c` of trial `t` draws from its own generator seeded by
-            (seed, t, c), so results do not depend on how many devices share the chunks.
+        seed: noise seed. Video `v` of trial `t` draws from its own generator seeded by (seed, t, v)
+            (`extrapolation.evaluate`), so the numbers do not depend on the number of devices.
         every_n_epochs: run after the validation of every n-th epoch (counted from 1) and of the
             last epoch; choose a multiple of the trainer's `check_val_every_n_epoch`.
-        videos_per_chunk: videos rolled out together in one batch. Chunks are dealt round-robin
-            to the ranks; the numbers depend on this value (noise draws, solver stopping) but
-            not on the number of devices.
-        num_media_videos: videos (the first ones) that get media, on rank zero; 0 for none.
+        batch_size: rollouts per batched call (None: all trials of a rank's videos at once); the
+            numbers do not depend on it.
+        num_media_videos: videos (the first ones) that get media (trial 0), on rank zero; 0 for none.
         media_format: "gif" or "mp4".
         fps: frame rate of the media videos.
         media_scale: nearest-neighbour upscaling of media frames; None: to about 80 px high.
-        solver: keyword arguments for `tangent_rollout`'s eigen-solver (`tangent_basis`).
     """
 
     def __init__(
         self,
+        settings: str,
+        profile: str = "selected",
         methods: Sequence[str] = DENOISER_METHODS,
-        steps: int = 53,
-        eta: float = 1.0,
-        sigma: float = 25 / 255,
-        k: int = 4,
-        vae_eta: float = 0.8,
+        steps: int | None = None,
+        eta: float | str | None = None,
+        sigma: float | str | None = None,
+        k: int | None = None,
+        solver: dict | None = None,
+        vae_eta: float | str | None = None,
         vae_checkpoint: str | None = None,
         trials: int = 1,
         test_trials: int = 5,
         seed: int = 0,
         every_n_epochs: int = 1,
-        videos_per_chunk: int = 5,
+        batch_size: int | None = None,
         num_media_videos: int = 4,
         media_format: str = "gif",
         fps: int = 10,
         media_scale: int | None = None,
-        solver: dict | None = None,
     ):
         super().__init__()
+        owner = "ExtrapolationCallback"
         unknown = set(methods) - set(ALL_METHODS)
         if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
+            raise SettingsError(f"{owner}: unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
         if media_format not in ("gif", "mp4"):
-            raise ValueError(f"media_format must be 'gif' or 'mp4', got {media_format!r}")
-        for name, v in (("steps", steps), ("trials", trials), ("test_trials", test_trials),
-                        ("every_n_epochs", every_n_epochs), ("videos_per_chunk", videos_per_chunk)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        self.methods = tuple(methods)
-        self.steps, self.eta, self.sigma, self.k = int(steps), float(eta), float(sigma), int(k)
-        self.vae_eta, self.vae_checkpoint = float(vae_eta), vae_checkpoint
-        self.trials, self.test_trials, self.seed = int(trials), int(test_trials), int(seed)
-        self.every_n_epochs, self.videos_per_chunk = int(every_n_epochs), int(videos_per_chunk)
+            raise SettingsError(f"{owner}: media_format must be 'gif' or 'mp4', got {media_format!r}")
+        for name, v in (("trials", trials), ("test_trials", test_trials), ("every_n_epochs", every_n_epochs),
+                        ("batch_size", 1 if batch_size is None else batch_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SettingsError(f"{owner}: {name} must be a positive integer, got {v!r}")
+        self.settings, self.profile, self.methods = str(settings), profile, tuple(methods)
+        self.method_settings = load_method_settings(settings, profile, self.methods, owner, steps=steps, eta=eta,
+                                                    sigma=sigma, k=k, solver=solver, vae_eta=vae_eta)
+        self.vae_checkpoint = vae_checkpoint
+        self.trials, self.test_trials, self.seed = trials, test_trials, int(seed)
+        self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
         self.num_media_videos, self.media_format, self.fps = int(num_media_videos), media_format, int(fps)
         self.media_scale = media_scale
-        self.solver = dict(solver or {})
         self._vae: LightningModule | None = None
         self._warned: set[str] = set()
-        self.num_rollouts = 0  # rollout calls made by this process (tests count them)
+        self.num_rollouts = 0  # `evaluate` calls made by this process (tests count them)
         self.last_scores: dict[str, Tensor] = {}  # {method: (trials, 2, V)} of the latest run
         self.last_seconds: dict[str, float] = {}
         self.last_shown: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # the datamodule is set up: check k against the frame size before the first epoch
+        videos = getattr(trainer.datamodule, "videos", None)
+        if videos is not None:
+            try:
+                for name in self.methods:
+                    self.method_settings[name].check_frame(videos[0, 0].numel())
+            except SettingsError as err:
+                raise SettingsError(f"ExtrapolationCallback: {err}") from None
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or self._skip_fast_dev_run(trainer):
             return
@@ -120,68 +167,47 @@ class ExtrapolationCallback(Callback):
 
     # ------------------------------------------------------------------ main
     def run(self, trainer: Trainer, pl_module: LightningModule, stage: str, trials: int) -> dict[str, Tensor]:
-        """Roll out, gather, log. Every rank must call this (it holds collectives).
-        Returns the per-video scores {method: (trials, 2, V)}, [:, 0] whole GT, [:, 1] cut GT."""
+        """Roll out this rank's share of the videos, gather, log. Every rank must call this (it holds
+        collectives). Returns the per-video scores {method: (trials, 2, V)}, [:, 0] whole GT, [:, 1] cut GT."""
         dm = trainer.datamodule
         videos = getattr(dm, "videos", None)
         if videos is None:
             self._warn_once("novideos", "ExtrapolationCallback: the datamodule has no `videos`; skipped")
             return {}
+        methods = self._resolve_methods(pl_module)
+        if not methods:
+            return {}
         device = pl_module.device
+        names = [m for m, _ in methods]
         n_videos = videos.shape[0]
-        roll_len = self.steps + 2
         world, rank = trainer.world_size, trainer.global_rank
         n_media = min(self.num_media_videos, n_videos)
-
-        with torch.inference_mode(False):  # Lightning's val/test loops run in inference mode
-            methods = self._resolve_methods(pl_module)
-            if not methods:
-                return {}
-            names = [m for m, _ in methods]
-            # scores[t, m, r, v]: trial t, method m, reading r (0 whole GT, 1 cut GT), video v;
-            # zeros where another rank owns the video, so the gathered sum is exact
-            scores = torch.zeros(trials, len(methods), 2, n_videos, device=device)
-            owned = torch.zeros(n_videos, device=device)
-            shown = torch.zeros(len(methods), n_media, roll_len, *videos.shape[2:], device=device)
-            chunks = range(0, n_videos, self.videos_per_chunk)
-            timings = dict.fromkeys(names, 0.0)
-            with _eval_mode(pl_module, self._vae):
-                for t in range(trials):
-                    for c, start in enumerate(chunks):
-                        if c % world != rank:
-                            continue
-                        stop = min(start + self.videos_per_chunk, n_videos)
-                        gt = videos[start:stop].to(device, torch.float32).clone()
-                        for m, (name, rollout) in enumerate(methods):
-                            # CPU generator: the same draws on every device type
-                            gen = torch.Generator().manual_seed(self._chunk_seed(t, c))
-                            tic = time.perf_counter()
-                            try:
-                                frames = rollout(gt[:, 0], gt[:, 1], gen).detach()
-                            except torch.linalg.LinAlgError as err:
-                                # a numerical failure (e.g. eigh on an untrained net) must not end
-                                # training, nor leave other ranks waiting in the gather: NaN scores
-                                warnings.warn(f"ExtrapolationCallback: {name} rollout of videos "
-                                              f"{start}-{stop - 1} failed (rank {rank}): {err}")
-                                frames = torch.full((stop - start, roll_len, *gt.shape[2:]), float("nan"),
-                                                    device=device)
-                            timings[name] += time.perf_counter() - tic
-                            self.num_rollouts += 1
-                            with torch.no_grad():
-                                if frames.isnan().any():
-                                    scores[t, m, :, start:stop] = float("nan")
-                                else:
-                                    scores[t, m, 0, start:stop] = _dtw_batch(frames, gt)
-                                    scores[t, m, 1, start:stop] = _dtw_batch(frames, gt[:, :roll_len])
-                            if t == 0 and start < n_media:
-                                shown[m, start:min(stop, n_media)] = frames[: n_media - start]
-                        owned[start:stop] = 1
-                    if trials > 1:  # long in `test`: say how far it got
-                        rank_zero_info(f"[{stage}] extrapolation trial {t + 1}/{trials} done")
-            # collectives on every rank before anything rank-zero-only
-            scores = _gather_sum(trainer, scores)
-            owned = _gather_sum(trainer, owned)
-            shown = _gather_sum(trainer, shown) if n_media else shown
+        ids = list(range(rank, n_videos, world))  # this rank's share
+        share = videos[rank::world].to(device, torch.float32)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        # scores[t, m, r, v]: trial t, method m, reading r (0 whole GT, 1 cut GT), video v;
+        # zeros where another rank owns the video, so the gathered sum is exact
+        scores = torch.zeros(trials, len(names), 2, n_videos, dtype=dtype, device=device)
+        owned = torch.zeros(n_videos, device=device)
+        owned[ids] = 1
+        shown, timings = [], {}
+        with _eval_mode(pl_module, self._vae):
+            for m, (name, models) in enumerate(methods):
+                s = self.method_settings[name]
+                result = self._evaluate(models, share, s, trials, ids, n_media > 0, rank)
+                self.num_rollouts += 1
+                timings[name] = result.seconds
+                scores[:, m, 0, ids] = result.whole.to(device, dtype)
+                scores[:, m, 1, ids] = result.cut.to(device, dtype)
+                frames = torch.zeros(n_media, s.steps + 2, *videos.shape[2:], device=device)
+                for i, v in enumerate(ids):
+                    if v < n_media:
+                        frames[v] = result.frames[0, i]
+                shown.append(frames)
+        # collectives on every rank before anything rank-zero-only
+        scores = _gather_sum(trainer, scores)
+        owned = _gather_sum(trainer, owned)
+        shown = [_gather_sum(trainer, f) for f in shown] if n_media else shown
         if not torch.all(owned == 1):
             raise RuntimeError(f"videos rolled out by no rank or by several: {owned.tolist()}")
         rank_zero_info(f"[{stage}] extrapolation of {n_videos} videos x {trials} trials: "
@@ -204,43 +230,43 @@ class ExtrapolationCallback(Callback):
                 self._write_table(trainer, names, scores, run_dir)
             if n_media:
                 out_dir = run_dir / "media" / stage / f"epoch_{trainer.current_epoch:03d}"
-                self._write_media(trainer, dm, videos, names, shown.cpu().nan_to_num(), stage, out_dir)
+                self._write_media(trainer, dm, videos, names, [f.cpu().nan_to_num() for f in shown], stage, out_dir)
         self.last_scores = {name: scores[:, m].cpu() for m, name in enumerate(names)}
         self.last_seconds = timings  # this rank's rollout time per method
-        self.last_shown = dict(zip(names, shown.cpu()))  # {method: (n_media, steps + 2, C, H, W)}, trial 0
+        self.last_shown = {name: f.cpu() for name, f in zip(names, shown)}  # {method: (n_media, steps + 2, C, H, W)}
         return self.last_scores
 
     # ------------------------------------------------------------------ pieces
-    def _chunk_seed(self, trial: int, chunk: int) -> int:
-        return int(np.random.SeedSequence([self.seed, trial, chunk]).generate_state(1)[0])
+    def _evaluate(self, models: Models, share: Tensor, settings: MethodSettings, trials: int, ids: list[int],
+                  keep_frames: bool, rank: int) -> Evaluation:
+        try:
+            return evaluate(models, share, settings, trials, self.seed, video_ids=ids, batch_size=self.batch_size,
+                            keep_frames=keep_frames)
+        except torch.linalg.LinAlgError as err:
+            # a numerical failure (e.g. eigh on an untrained net) must not end training, nor leave
+            # other ranks waiting in the gather: NaN scores
+            warnings.warn(f"ExtrapolationCallback: {settings.method} rollout of videos {ids} failed "
+                          f"(rank {rank}): {err}")
+            nan = torch.full((trials, len(ids)), float("nan"), dtype=torch.float64)
+            frames = torch.full((trials, len(ids), settings.steps + 2, *share.shape[2:]), float("nan"))
+            return Evaluation(nan, nan.clone(), 0.0, frames)
 
-    def _resolve_methods(self, pl_module: LightningModule) -> list[tuple[str, Callable]]:
-        from extrapolation import latent_rollout, linear_rollout, tangent_rollout
-
-        steps = self.steps
-
+    def _resolve_methods(self, pl_module: LightningModule) -> list[tuple[str, Models]]:
         if _is_vae(pl_module):
-            vae = pl_module
             self._vae = None
-            return [("latent", _no_grad(lambda u0, u1, g: latent_rollout(vae.encode, vae.decode, u0, u1, steps, self.vae_eta)))]
+            return [("latent", Models(encode=pl_module.encode, decode=pl_module.decode))]
         methods = []
         for name in self.methods:
             if name == "latent":
                 vae = self._load_vae(pl_module)
                 if vae is not None:
-                    methods.append(("latent", _no_grad(
-                        lambda u0, u1, g, vae=vae: latent_rollout(vae.encode, vae.decode, u0, u1, steps, self.vae_eta))))
+                    methods.append(("latent", Models(encode=vae.encode, decode=vae.decode)))
                 continue
             if not hasattr(pl_module, "denoise"):
                 self._warn_once(name, f"ExtrapolationCallback: {type(pl_module).__name__} has no `denoise`; "
                                       f"method {name!r} skipped")
                 continue
-            if name == "tangent":
-                methods.append(("tangent", _grad(lambda u0, u1, g: tangent_rollout(
-                    pl_module.denoise, u0, u1, steps, self.eta, self.sigma, self.k, generator=g, **self.solver))))
-            else:
-                methods.append(("linear", _no_grad(lambda u0, u1, g: linear_rollout(
-                    pl_module.denoise, u0, u1, steps, self.eta, self.sigma, generator=g))))
+            methods.append((name, Models(denoise=pl_module.denoise)))
         return methods
 
     def _load_vae(self, pl_module: LightningModule) -> LightningModule | None:
@@ -282,20 +308,20 @@ class ExtrapolationCallback(Callback):
         for logger in _wandb_loggers(trainer):
             logger.log_table(key="test/dtw_ssid_per_video", columns=columns, data=rows)
 
-    def _write_media(self, trainer: Trainer, dm, videos: Tensor, names: list[str], shown: Tensor,
+    def _write_media(self, trainer: Trainer, dm, videos: Tensor, names: list[str], shown: list[Tensor],
                      stage: str, out_dir: Path) -> None:
         scale = self.media_scale or media.auto_scale(videos.shape[-2])
         latents = getattr(dm, "latents", None)
         latent_name = getattr(dm, "latent_name", None) or ""
         circle = latent_name.startswith("angle")
         video_paths, heat_paths, manifold_paths, captions = [], [], [], []
-        for i in range(shown.shape[1]):
+        for i in range(shown[0].shape[0]):
             gt = videos[i].float().cpu()
             caption = f"video {i}"
-            clip = media.side_by_side([gt] + [shown[m, i] for m in range(len(names))],
+            clip = media.side_by_side([gt] + [shown[m][i] for m in range(len(names))],
                                       labels=["ground truth"] + names, scale=scale)
             video_paths.append(media.write_video(clip, out_dir / f"rollout_{i:02d}.{self.media_format}", self.fps))
-            aligned = [_alignment(shown[m, i], gt) for m in range(len(names))]
+            aligned = [_alignment(shown[m][i], gt) for m in range(len(names))]
             titles = [f"{n}: DTW-SSID {a[2]:.3f}" for n, a in zip(names, aligned)]
             fig = media.alignment_figure([a[0] for a in aligned], [a[1] for a in aligned], titles, caption)
             heat_paths.append(media.save_figure(fig, out_dir / f"alignment_{i:02d}.png"))
@@ -322,20 +348,6 @@ def _is_vae(module) -> bool:
     return hasattr(module, "encode") and hasattr(module, "decode") and not hasattr(module, "denoise")
 
 
-def _grad(fn):
-    def wrapped(*args):
-        with torch.enable_grad():  # tangent bases take JVPs / VJPs through the network
-            return fn(*args)
-    return wrapped
-
-
-def _no_grad(fn):
-    def wrapped(*args):
-        with torch.no_grad():  # no graph kept across the rollout's steps
-            return fn(*args)
-    return wrapped
-
-
 class _eval_mode:
     """Put modules in eval() (torch.func fails on train-mode BatchNorm) and restore every
     submodule's own mode afterwards."""
@@ -357,12 +369,6 @@ def _gather_sum(trainer: Trainer, t: Tensor) -> Tensor:
     """Sum over ranks (each rank fills its own videos, zeros elsewhere)."""
     g = trainer.strategy.all_gather(t)
     return g.sum(0) if g.dim() == t.dim() + 1 else g
-
-
-def _dtw_batch(prediction: Tensor, target: Tensor) -> Tensor:
-    from extrapolation import dtw_ssid_batch
-
-    return dtw_ssid_batch(prediction, target).to(prediction.device, torch.float32)
 
 
 def _alignment(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, float]:

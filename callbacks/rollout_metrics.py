@@ -310,37 +310,48 @@ class ExtrapolationCallback(Callback):
 
     def _write_media(self, trainer: Trainer, dm, videos: Tensor, names: list[str], shown: list[Tensor],
                      stage: str, out_dir: Path) -> None:
-        scale = self.media_scale or media.auto_scale(videos.shape[-2])
-        latents = getattr(dm, "latents", None)
-        latent_name = getattr(dm, "latent_name", None) or ""
-        circle = latent_name.startswith("angle")
-        video_paths, heat_paths, manifold_paths, captions = [], [], [], []
-        for i in range(shown[0].shape[0]):
-            gt = videos[i].float().cpu()
-            caption = f"video {i}"
-            clip = media.side_by_side([gt] + [shown[m][i] for m in range(len(names))],
-                                      labels=["ground truth"] + names, scale=scale)
-            video_paths.append(media.write_video(clip, out_dir / f"rollout_{i:02d}.{self.media_format}", self.fps))
-            aligned = [_alignment(shown[m][i], gt) for m in range(len(names))]
-            titles = [f"{n}: DTW-SSID {a[2]:.3f}" for n, a in zip(names, aligned)]
-            fig = media.alignment_figure([a[0] for a in aligned], [a[1] for a in aligned], titles, caption)
-            heat_paths.append(media.save_figure(fig, out_dir / f"alignment_{i:02d}.png"))
-            if latents is not None:
-                # Fig. 3: each extrapolated frame sits at the latent of its nearest ground-truth
-                # frame by SSID (1 - SSIM, the metric's own frame distance): column argmin of the cost
-                nearest = [a[0].argmin(0) for a in aligned]
-                fig = media.manifold_figure(latents[i], nearest, names, circle, latent_name, caption)
-                manifold_paths.append(media.save_figure(fig, out_dir / f"manifold_{i:02d}.png"))
-            captions.append(caption)
-        step = trainer.global_step
+        paths = write_media(videos, names, shown, out_dir, latents=getattr(dm, "latents", None),
+                            latent_name=getattr(dm, "latent_name", None) or "", media_format=self.media_format,
+                            fps=self.fps, scale=self.media_scale)
+        step, captions = trainer.global_step, paths["captions"]
         for logger in _wandb_loggers(trainer):
             # file paths: W&B uploads the very files written above (no second encoding)
-            logger.log_video(f"{stage}/rollouts", videos=[str(p) for p in video_paths], step=step,
-                             caption=captions, format=[self.media_format] * len(video_paths))
-            logger.log_image(f"{stage}/alignment", images=[str(p) for p in heat_paths], step=step, caption=captions)
-            if manifold_paths:
-                logger.log_image(f"{stage}/manifold", images=[str(p) for p in manifold_paths], step=step,
+            logger.log_video(f"{stage}/rollouts", videos=[str(p) for p in paths["rollout"]], step=step,
+                             caption=captions, format=[self.media_format] * len(captions))
+            logger.log_image(f"{stage}/alignment", images=[str(p) for p in paths["alignment"]], step=step,
+                             caption=captions)
+            if paths["manifold"]:
+                logger.log_image(f"{stage}/manifold", images=[str(p) for p in paths["manifold"]], step=step,
                                  caption=captions)
+
+
+def write_media(videos: Tensor, names: list[str], shown: list[Tensor], out_dir: Path, *, latents: Tensor | None = None,
+                latent_name: str = "", media_format: str = "gif", fps: int = 10,
+                scale: int | None = None) -> dict[str, list]:
+    """Media of the first `len(shown[0])` videos: side-by-side rollouts (ground truth | each method), DTW
+    alignment heat maps (paper Fig. 4) and, with `latents`, the frames on the latent manifold (Fig. 3).
+    `shown[m]`: method `m`'s rollouts `(n, steps + 2, C, H, W)`. Returns the paths per kind and the captions."""
+    scale = scale or media.auto_scale(videos.shape[-2])
+    circle = latent_name.startswith("angle")
+    paths: dict[str, list] = {"rollout": [], "alignment": [], "manifold": [], "captions": []}
+    for i in range(shown[0].shape[0]):
+        gt = videos[i].float().cpu()
+        caption = f"video {i}"
+        clip = media.side_by_side([gt] + [shown[m][i] for m in range(len(names))],
+                                  labels=["ground truth"] + names, scale=scale)
+        paths["rollout"].append(media.write_video(clip, out_dir / f"rollout_{i:02d}.{media_format}", fps))
+        aligned = [_alignment(shown[m][i], gt) for m in range(len(names))]
+        titles = [f"{n}: DTW-SSID {a[2]:.3f}" for n, a in zip(names, aligned)]
+        fig = media.alignment_figure([a[0] for a in aligned], [a[1] for a in aligned], titles, caption)
+        paths["alignment"].append(media.save_figure(fig, out_dir / f"alignment_{i:02d}.png"))
+        if latents is not None:
+            # Fig. 3: each extrapolated frame sits at the latent of its nearest ground-truth
+            # frame by SSID (1 - SSIM, the metric's own frame distance): column argmin of the cost
+            nearest = [a[0].argmin(0) for a in aligned]
+            fig = media.manifold_figure(latents[i], nearest, names, circle, latent_name, caption)
+            paths["manifold"].append(media.save_figure(fig, out_dir / f"manifold_{i:02d}.png"))
+        paths["captions"].append(caption)
+    return paths
 
 
 # ---------------------------------------------------------------------- helpers

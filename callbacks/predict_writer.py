@@ -16,7 +16,7 @@ from datamodules.frame_pairs import InputError, expected_frame_shape
 from extrapolation import Models, SettingsError, rollout, video_generators
 
 from .media import SEPARATOR, auto_scale, to_uint8, write_video
-from .rollout_metrics import load_method_settings
+from .method_settings import load_method_settings
 
 
 def strip_image(frames: Tensor, n_given: int = 2, scale: int = 1, gap: int = 2, split: int = 6) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -16,44 +16,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from callbacks import media
-from extrapolation import Evaluation, MethodSettings, Models, SettingsError, evaluate, load_settings
+from extrapolation import Evaluation, MethodSettings, Models, SettingsError, evaluate
+
+from .method_settings import load_method_settings
 
 DENOISER_METHODS = ("tangent", "linear")
 ALL_METHODS = DENOISER_METHODS + ("latent",)
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def settings_path(path: str | Path) -> Path:
-    """A settings file path as given, or, when relative and missing there, relative to the project root (so
-    `configs/extrapolation/rot.yaml` works from any working directory)."""
-    path = Path(path)
-    return path if path.is_absolute() or path.is_file() or not (ROOT / path).is_file() else ROOT / path
-
-
-def load_method_settings(path: str | Path, profile: str, methods: Sequence[str], owner: str, *,
-                         steps: int | None = None, eta: float | str | None = None, sigma: float | str | None = None,
-                         k: int | None = None, solver: Mapping[str, Any] | None = None,
-                         vae_eta: float | str | None = None) -> dict[str, MethodSettings]:
-    """{method: MethodSettings} of one profile of a settings file, with the overrides applied (None: the file's):
-    `steps` to every method, `eta` and `sigma` to tangent and linear, `k` and `solver` (which replaces the
-    file's solver) to tangent, `vae_eta` to latent. Raises one-line `SettingsError`s naming `owner`."""
-    try:
-        loaded = load_settings(settings_path(path), profile)
-        missing = [m for m in methods if m not in loaded]
-        if missing:
-            raise SettingsError(f"{path} [{profile}] has no settings for {missing}")
-        out = {}
-        for name, s in loaded.items():
-            if name == "latent":
-                out[name] = s.with_overrides(steps=steps, eta=vae_eta)
-            else:
-                s = s.with_overrides(steps=steps, eta=eta, sigma=sigma)
-                out[name] = s.with_overrides(k=k, solver=solver) if name == "tangent" else s
-        return out
-    except SettingsError as err:
-        raise SettingsError(f"{owner}: {err}") from None
-
-
 class ExtrapolationCallback(Callback):
     """Extrapolate every ground-truth video of `trainer.datamodule.videos` from its first two
     frames and log the DTW-SSID to the ground truth, per method.
@@ -310,7 +278,7 @@ class ExtrapolationCallback(Callback):
 
     def _write_media(self, trainer: Trainer, dm, videos: Tensor, names: list[str], shown: list[Tensor],
                      stage: str, out_dir: Path) -> None:
-        paths = write_media(videos, names, shown, out_dir, latents=getattr(dm, "latents", None),
+        paths = media.write_media(videos, names, shown, out_dir, latents=getattr(dm, "latents", None),
                             latent_name=getattr(dm, "latent_name", None) or "", media_format=self.media_format,
                             fps=self.fps, scale=self.media_scale)
         step, captions = trainer.global_step, paths["captions"]
@@ -323,35 +291,6 @@ class ExtrapolationCallback(Callback):
             if paths["manifold"]:
                 logger.log_image(f"{stage}/manifold", images=[str(p) for p in paths["manifold"]], step=step,
                                  caption=captions)
-
-
-def write_media(videos: Tensor, names: list[str], shown: list[Tensor], out_dir: Path, *, latents: Tensor | None = None,
-                latent_name: str = "", media_format: str = "gif", fps: int = 10,
-                scale: int | None = None) -> dict[str, list]:
-    """Media of the first `len(shown[0])` videos: side-by-side rollouts (ground truth | each method), DTW
-    alignment heat maps (paper Fig. 4) and, with `latents`, the frames on the latent manifold (Fig. 3).
-    `shown[m]`: method `m`'s rollouts `(n, steps + 2, C, H, W)`. Returns the paths per kind and the captions."""
-    scale = scale or media.auto_scale(videos.shape[-2])
-    circle = latent_name.startswith("angle")
-    paths: dict[str, list] = {"rollout": [], "alignment": [], "manifold": [], "captions": []}
-    for i in range(shown[0].shape[0]):
-        gt = videos[i].float().cpu()
-        caption = f"video {i}"
-        clip = media.side_by_side([gt] + [shown[m][i] for m in range(len(names))],
-                                  labels=["ground truth"] + names, scale=scale)
-        paths["rollout"].append(media.write_video(clip, out_dir / f"rollout_{i:02d}.{media_format}", fps))
-        aligned = [_alignment(shown[m][i], gt) for m in range(len(names))]
-        titles = [f"{n}: DTW-SSID {a[2]:.3f}" for n, a in zip(names, aligned)]
-        fig = media.alignment_figure([a[0] for a in aligned], [a[1] for a in aligned], titles, caption)
-        paths["alignment"].append(media.save_figure(fig, out_dir / f"alignment_{i:02d}.png"))
-        if latents is not None:
-            # Fig. 3: each extrapolated frame sits at the latent of its nearest ground-truth
-            # frame by SSID (1 - SSIM, the metric's own frame distance): column argmin of the cost
-            nearest = [a[0].argmin(0) for a in aligned]
-            fig = media.manifold_figure(latents[i], nearest, names, circle, latent_name, caption)
-            paths["manifold"].append(media.save_figure(fig, out_dir / f"manifold_{i:02d}.png"))
-        paths["captions"].append(caption)
-    return paths
 
 
 # ---------------------------------------------------------------------- helpers
@@ -380,14 +319,6 @@ def _gather_sum(trainer: Trainer, t: Tensor) -> Tensor:
     """Sum over ranks (each rank fills its own videos, zeros elsewhere)."""
     g = trainer.strategy.all_gather(t)
     return g.sum(0) if g.dim() == t.dim() + 1 else g
-
-
-def _alignment(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, float]:
-    """(cost (T_gt, T_pred), path (L, 2) of (gt index, prediction index), DTW-SSID)."""
-    from extrapolation import dtw_ssid
-
-    value, cost, path = dtw_ssid(prediction, target, return_alignment=True)
-    return cost.cpu(), torch.tensor(path), float(value)
 
 
 def _wandb_loggers(trainer: Trainer) -> list[WandbLogger]:

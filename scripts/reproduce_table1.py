@@ -57,7 +57,7 @@ def settings_file(config: Path) -> Path:
     """The extrapolation settings file that `config`'s ExtrapolationCallback names (e.g. configs/extrapolation/rot.yaml)."""
     import yaml
 
-    from callbacks.rollout_metrics import settings_path
+    from callbacks.method_settings import settings_path
 
     for cb in yaml.safe_load(config.read_text())["trainer"]["callbacks"]:
         if cb["class_path"].endswith("ExtrapolationCallback"):
@@ -215,7 +215,7 @@ def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
     from PIL import Image
 
     from callbacks import media
-    from callbacks.rollout_metrics import write_media
+    from callbacks.media import write_media
 
     out.mkdir(parents=True, exist_ok=True)
     gt = dm.videos[0].float()

@@ -5,8 +5,9 @@
 
 Both runs start from the checkpoint's weights and see the same batches and noise (Adam at --lr, cosine decay to 0).
 Prints, side by side, the PSNR of the dataset's denoised ground-truth frames at each noise level (--sigmas, in
-units of 1/255) and the DTW-SSID of the linear rollout (Alg. 2) at the config's steps and step size. The
-network comes from the checkpoint, the data from --config.
+units of 1/255) and the DTW-SSID of the linear rollout (Alg. 2, `extrapolation.evaluate`, one trial) at the steps
+and step size of --profile in the dataset's settings file, at each noise level. The network comes from the
+checkpoint, the data from --config.
 """
 from __future__ import annotations
 
@@ -29,22 +30,19 @@ def main(argv=None) -> None:
     parser.add_argument("--floor", type=float, default=3, help="sigma_floor of the inverse-variance run, in 1/255")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[1, 3, 5, 10, 25], help="in units of 1/255")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", default="selected", choices=["selected", "paper"],
+                        help="profile of the settings file for the linear rollouts' steps and eta")
     args = parser.parse_args(argv)
 
     import torch
 
-    from callbacks import ExtrapolationCallback
-    from extrapolation import dtw_ssid_batch, linear_rollout
+    from extrapolation import Models, evaluate, load_settings
     from lightning_modules import DenoiserModule, psnr
-    from train import main as cli_main
+    from scripts.reproduce_table1 import load_datamodule, settings_file
 
-    sys.argv = sys.argv[:1]
-    cli = cli_main(run=False, args=["--config", str(args.config), "--trainer.logger=false"])
-    dm = cli.datamodule
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = load_datamodule(args.config, stage="fit")
     frames, videos = dm.train_set.frames.float(), dm.videos.float()
-    cb = next(c for c in cli.trainer.callbacks if isinstance(c, ExtrapolationCallback))
+    linear = load_settings(settings_file(args.config), args.profile)["linear"]
 
     results = {}
     for weighting in ("none", "inverse_variance"):
@@ -70,16 +68,16 @@ def main(argv=None) -> None:
         with torch.no_grad():
             for s in args.sigmas:
                 row[f"psnr {s:g}"] = psnr(module.denoise(gt + s / 255 * base), gt).item()
-            for s in args.sigmas:
-                out = linear_rollout(module.denoise, videos[:, 0], videos[:, 1], cb.steps, cb.eta, s / 255,
-                                     generator=torch.Generator().manual_seed(args.seed))
-                row[f"linear DTW-SSID {s:g}"] = dtw_ssid_batch(out, videos).mean().item()
+        for s in args.sigmas:
+            res = evaluate(Models(denoise=module.denoise), videos, linear.with_overrides(sigma=s / 255), seed=args.seed)
+            row[f"linear DTW-SSID {s:g}"] = res.whole.mean().item()
         row["seconds"] = time.perf_counter() - tic
         results[weighting] = row
         print(f"{weighting}: fine-tuned {args.steps} steps and evaluated in {row['seconds']:.0f} s", flush=True)
 
     print(f"\n{args.ckpt} fine-tuned {args.steps} steps (batch {args.batch_size}, lr {args.lr:g}, cosine), "
-          f"inverse-variance floor {args.floor:g}/255; linear rollouts: {cb.steps} steps, eta {cb.eta}")
+          f"inverse-variance floor {args.floor:g}/255; linear rollouts: {linear.steps} steps, eta {linear.eta} "
+          f"({args.profile})")
     print(f"{'':24s}{'eq. 2':>10s}{'inv. var.':>12s}{'difference':>12s}")
     for key in results["none"]:
         if key == "seconds":

@@ -1,5 +1,5 @@
 """Lightning callbacks."""
-from .extrapolation import ExtrapolationCallback
+from .rollout_metrics import ExtrapolationCallback
 from .predict_writer import ExtrapolationWriter
 
 __all__ = ["ExtrapolationCallback", "ExtrapolationWriter"]

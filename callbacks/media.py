@@ -1,5 +1,5 @@
-"""Media for the extrapolation callback: side-by-side videos (GIF / MP4), the DTW alignment heat
-map (paper Fig. 4) and the latent-manifold plot (paper Fig. 3). No Lightning here."""
+"""Media for the extrapolation callback and the Table 1 script: side-by-side videos (GIF / MP4), the DTW
+alignment heat map (paper Fig. 4), the latent-manifold plot (paper Fig. 3) and `write_media`. No Lightning here."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -179,3 +179,39 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
     plt.close(fig)
     return path
 
+
+def alignment(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, float]:
+    """(cost (T_gt, T_pred), path (L, 2) of (gt index, prediction index), DTW-SSID)."""
+    from extrapolation import dtw_ssid
+
+    value, cost, path = dtw_ssid(prediction, target, return_alignment=True)
+    return cost.cpu(), torch.tensor(path), float(value)
+
+
+def write_media(videos: Tensor, names: list[str], shown: list[Tensor], out_dir: Path, *, latents: Tensor | None = None,
+                latent_name: str = "", media_format: str = "gif", fps: int = 10,
+                scale: int | None = None) -> dict[str, list]:
+    """Media of the first `len(shown[0])` videos: side-by-side rollouts (ground truth | each method), DTW
+    alignment heat maps (paper Fig. 4) and, with `latents`, the frames on the latent manifold (Fig. 3).
+    `shown[m]`: method `m`'s rollouts `(n, steps + 2, C, H, W)`. Returns the paths per kind and the captions."""
+    scale = scale or auto_scale(videos.shape[-2])
+    circle = latent_name.startswith("angle")
+    paths: dict[str, list] = {"rollout": [], "alignment": [], "manifold": [], "captions": []}
+    for i in range(shown[0].shape[0]):
+        gt = videos[i].float().cpu()
+        caption = f"video {i}"
+        clip = side_by_side([gt] + [shown[m][i] for m in range(len(names))],
+                                  labels=["ground truth"] + names, scale=scale)
+        paths["rollout"].append(write_video(clip, out_dir / f"rollout_{i:02d}.{media_format}", fps))
+        aligned = [alignment(shown[m][i], gt) for m in range(len(names))]
+        titles = [f"{n}: DTW-SSID {a[2]:.3f}" for n, a in zip(names, aligned)]
+        fig = alignment_figure([a[0] for a in aligned], [a[1] for a in aligned], titles, caption)
+        paths["alignment"].append(save_figure(fig, out_dir / f"alignment_{i:02d}.png"))
+        if latents is not None:
+            # Fig. 3: each extrapolated frame sits at the latent of its nearest ground-truth
+            # frame by SSID (1 - SSIM, the metric's own frame distance): column argmin of the cost
+            nearest = [a[0].argmin(0) for a in aligned]
+            fig = manifold_figure(latents[i], nearest, names, circle, latent_name, caption)
+            paths["manifold"].append(save_figure(fig, out_dir / f"manifold_{i:02d}.png"))
+        paths["captions"].append(caption)
+    return paths

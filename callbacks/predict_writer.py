@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
 from datamodules.frame_pairs import InputError, expected_frame_shape
-from extrapolation import linear_rollout, tangent_rollout
+from extrapolation import Models, SettingsError, rollout, video_generators
 
 from .media import SEPARATOR, auto_scale, to_uint8, write_video
+from .method_settings import load_method_settings
 
 
 def strip_image(frames: Tensor, n_given: int = 2, scale: int = 1, gap: int = 2, split: int = 6) -> np.ndarray:
@@ -41,17 +41,21 @@ class ExtrapolationWriter(BasePredictionWriter):
 
     `<output_dir>/pair_XXX/frame_YYY.png` (the `steps + 2` frames at their own size: the two given
     frames, then the rollout; clamped to [0, 1] for display only), `rollout.gif` (or `.mp4`),
-    `strip.png` (inputs | rollout, upscaled) and `info.json` (sources and settings).
+    `strip.png` (inputs | rollout, upscaled) and `info.json` (sources, settings file, profile and the
+    settings used).
 
     Args:
+        settings: extrapolation settings file, e.g. `configs/extrapolation/rot.yaml` (the one the
+            training callback and Table 1 read; relative paths missing from the working directory
+            are taken from the project root).
+        profile: its profile: "selected" (chosen on the selection videos) or "paper" (appendix A.6).
         method: "tangent" (paper Alg. 1) or "linear" (Alg. 2, the baseline).
-        steps, eta, sigma, k: rollout length, step size, noise level (units of a [0, 1] image),
-            tangent dimension (tangent only). Paper A.6: rotated MNIST 53 / 1.0 / 25/255,
-            translated MNIST 40 / 0.3 / 15/255, Weizmann 6 / 0.15 / 15/255.
-        seed: pair `i` draws its noise from a generator seeded with `seed + i`, so frames do not
-            depend on the batch size or the number of devices.
-        solver: extra keyword arguments for `tangent_rollout` / `tangent_basis`
-            (e.g. `{method: exact}` or `{tol: 1e-4}`).
+        steps, eta, sigma, k, solver: overrides of the file's settings (None: the file's); sigma in
+            units of a [0, 1] image or a string such as "25/255"; `solver` replaces the file's
+            tangent solver (`tangent_rollout` keywords, e.g. `{method: exact}`).
+        seed: pair `i` draws its noise from the CPU generator `extrapolation.video_generators(seed, 0, [i])`
+            (the one `extrapolation.evaluate` gives video `i` in trial 0), so frames do not depend on
+            the batch size, the number of devices or the device type.
         output_dir: default `<trainer.log_dir>/predictions` (the run's version folder).
         fps, video_format, scale: animation speed, "gif" or "mp4", and the nearest-neighbour
             upscaling of the GIF/MP4 and strip (default: about 80 px high).
@@ -59,13 +63,15 @@ class ExtrapolationWriter(BasePredictionWriter):
 
     def __init__(
         self,
+        settings: str,
+        profile: str = "selected",
         method: Literal["tangent", "linear"] = "tangent",
-        steps: int = 53,
-        eta: float = 1.0,
-        sigma: float = 25 / 255,
-        k: int = 4,
-        seed: int = 0,
+        steps: int | None = None,
+        eta: float | str | None = None,
+        sigma: float | str | None = None,
+        k: int | None = None,
         solver: dict[str, Any] | None = None,
+        seed: int = 0,
         output_dir: str | None = None,
         fps: int = 10,
         video_format: Literal["gif", "mp4"] = "gif",
@@ -76,13 +82,14 @@ class ExtrapolationWriter(BasePredictionWriter):
             raise InputError(f"ExtrapolationWriter: method must be 'tangent' or 'linear', got {method!r}")
         if video_format not in ("gif", "mp4"):
             raise InputError(f"ExtrapolationWriter: video_format must be 'gif' or 'mp4', got {video_format!r}")
-        for name, value in (("steps", steps), ("k", k), ("fps", fps)):
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"ExtrapolationWriter: {name} must be a positive integer, got {value!r}")
-        if sigma < 0:
-            raise InputError(f"ExtrapolationWriter: sigma must be >= 0, got {sigma!r}")
-        self.method, self.steps, self.eta, self.sigma, self.k = method, steps, eta, sigma, k
-        self.seed, self.solver = seed, dict(solver or {})
+        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+            raise InputError(f"ExtrapolationWriter: fps must be a positive integer, got {fps!r}")
+        try:
+            self.method_settings = load_method_settings(settings, profile, [method], "ExtrapolationWriter",
+                                                        steps=steps, eta=eta, sigma=sigma, k=k, solver=solver)[method]
+        except SettingsError as err:  # bad user input: one line from train.py
+            raise InputError(str(err)) from None
+        self.settings, self.profile, self.method, self.seed = str(settings), profile, method, int(seed)
         self.output_dir, self.fps, self.video_format, self.scale = output_dir, fps, video_format, scale
         self.dir: Path | None = None
         self.written: list[int] = []
@@ -102,17 +109,12 @@ class ExtrapolationWriter(BasePredictionWriter):
 
     def rollout(self, denoise, pair: Tensor, index: int) -> Tensor:
         """One pair `(2, C, H, W)` -> `(steps + 2, C, H, W)`, seeded by its index."""
-        gen = torch.Generator(pair.device).manual_seed(self.seed + index)
-        # predict runs under inference_mode: the tangent solver needs autograd and normal tensors
-        with torch.inference_mode(False), torch.enable_grad():
-            u = pair.clone()
-            u0, u1 = u[0:1], u[1:2]
-            if self.method == "tangent":
-                out = tangent_rollout(denoise, u0, u1, self.steps, self.eta, self.sigma, self.k,
-                                      generator=gen, **self.solver)
-            else:
-                out = linear_rollout(denoise, u0, u1, self.steps, self.eta, self.sigma, generator=gen)
-        return out[0].detach()
+        try:
+            self.method_settings.check_frame(pair[0].numel())
+        except SettingsError as err:
+            raise InputError(f"ExtrapolationWriter: {err}") from None
+        generators = video_generators(self.seed, 0, [index])
+        return rollout(Models(denoise=denoise), pair.unsqueeze(0), self.method_settings, generators)[0].detach()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx) -> None:
@@ -140,10 +142,11 @@ class ExtrapolationWriter(BasePredictionWriter):
         big = video.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
         write_video(big, folder / f"rollout.{self.video_format}", fps=self.fps)
         Image.fromarray(strip_image(video, scale=scale)).save(folder / "strip.png")
-        info = dict(source=source, index=index, method=self.method, steps=self.steps, eta=self.eta,
-                    sigma=self.sigma, k=self.k if self.method == "tangent" else None,
-                    seed=self.seed + index, solver=self.solver, frames=len(data))
-        (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        info = dict(source=source, index=index, settings_file=self.settings, profile=self.profile,
+                    step=self.method_settings.step_name() or self.method, **self.method_settings.as_dict(),
+                    seed=self.seed, generator=f"extrapolation.video_generators({self.seed}, 0, [{index}])",
+                    frames=len(data))
+        (folder / "info.json").write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
         self.written.append(index)
         return folder
 

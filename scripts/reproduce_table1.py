@@ -1,14 +1,16 @@
 """Reproduce the paper's Table 1: train (or reuse) every model, roll out every method, write results/.
 
     python scripts/reproduce_table1.py                      # all three datasets, 5 trials
-    python scripts/reproduce_table1.py --datasets rot --trials 2
+    python scripts/reproduce_table1.py --datasets rot --trials 2 --profile paper
 
 For each dataset it trains the denoiser (`configs/<ds>.yaml`) and the VAE (`configs/vae_<ds>.yaml`)
 through `train.py fit` unless `runs/<exp>/checkpoints/last.ckpt` is already finished (an unfinished
-one is resumed), then rolls out tangent (Alg. 1), linear (Alg. 2) and latent (Alg. 3) with the
-extrapolation settings of the config's `ExtrapolationCallback` (paper appendix A.6), `--trials`
+one is resumed), then loads both checkpoints and scores tangent (Alg. 1), linear (Alg. 2) and latent
+(Alg. 3) with `extrapolation.evaluate` at the settings of `--profile` (`selected` or `paper`, appendix
+A.6) in the dataset's settings file (the one its config's `ExtrapolationCallback` names), `--trials`
 seeds each, and writes `results/table1.csv`, `results/table1.md` and the figures. Finished cells
-are cached in `results/cells/` so an interrupted run picks up where it stopped.
+are cached in `results/cells/` (reused while their profile, settings and trials match) so an
+interrupted run picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -49,6 +51,60 @@ def last_checkpoint(config: Path) -> Path:
         if cb["class_path"].endswith("ModelCheckpoint"):
             return Path(cb["init_args"]["dirpath"]) / "last.ckpt"
     raise ValueError(f"{config}: no ModelCheckpoint with a dirpath in trainer.callbacks")
+
+
+def settings_file(config: Path) -> Path:
+    """The extrapolation settings file that `config`'s ExtrapolationCallback names (e.g. configs/extrapolation/rot.yaml)."""
+    import yaml
+
+    from callbacks.method_settings import settings_path
+
+    for cb in yaml.safe_load(config.read_text())["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("ExtrapolationCallback"):
+            return settings_path(cb["init_args"]["settings"]).resolve()
+    raise ValueError(f"{config}: no ExtrapolationCallback with a settings file in trainer.callbacks")
+
+
+def index_list(spec: str) -> list[int]:
+    """MNIST indices from '10..19', '10-19' or '0,3,5' (ranges inclusive)."""
+    out = []
+    for part in filter(None, spec.replace("..", "-").split(",")):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
+def data_args(indices: str | None = None, data_dir: str | None = None) -> list[str]:
+    """Config overrides that select other videos: MNIST `indices` ('10..19') and the data folder."""
+    out = [f"--data.init_args.indices=[{','.join(map(str, index_list(indices)))}]"] if indices else []
+    return out + ([f"--data.init_args.data_dir={data_dir}"] if data_dir else [])
+
+
+def load_datamodule(config: Path, overrides: list[str] = (), stage: str = "test"):
+    """The config's datamodule (with `overrides`, e.g. `data_args(...)`), set up for `stage`."""
+    from train import main as cli_main
+
+    sys.argv = sys.argv[:1]  # LightningCLI gets its arguments from `args` alone
+    dm = cli_main(run=False, args=["--config", str(config), "--trainer.logger=false", *overrides]).datamodule
+    dm.prepare_data()
+    dm.setup(stage)
+    return dm
+
+
+def summary(whole, cut) -> dict:
+    """Table 1 numbers of per-(trial, video) scores: mean and std over trials of the per-trial means, both
+    readings, and the median and worst video (whole reading, mean over trials)."""
+    trials = whole.shape[0]
+    per_trial = {"": whole.double().mean(1), "_cut": cut.double().mean(1)}
+    per_video = whole.double().mean(0)
+    out = {}
+    for key, t in per_trial.items():
+        out[f"dtw_ssid{key}_mean"] = t.mean().item()
+        out[f"dtw_ssid{key}_std"] = t.std().item() if trials > 1 else 0.0
+    out.update(median_video=per_video.median().item(), worst_video=per_video.max().item(),
+               worst_video_index=int(per_video.argmax()), per_video=per_video.tolist(),
+               per_video_cut=cut.double().mean(0).tolist())
+    return out
 
 
 def finished(ckpt: Path, config: Path, train_args: list[str]) -> bool:
@@ -96,68 +152,76 @@ def csv_logger_args(out: Path, name: str) -> list[str]:
             f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}"]
 
 
-def evaluate(ds: str, args, ckpts: dict[str, Path]) -> None:
-    """`train.py test` in-process: the config's ExtrapolationCallback with every method and
-    `--trials` seeds; one cached cell per method."""
+def evaluate_cells(ds: str, args, ckpts: dict[str, Path]) -> None:
+    """Score each method of `--methods` with `extrapolation.evaluate` (`--trials` seeds, `--profile` settings)
+    on the dataset's videos, from the checkpoints in `ckpts`; one cached cell per method and profile."""
     import torch
-    from train import main as cli_main
-    from callbacks import ExtrapolationCallback
 
+    from extrapolation import Models, evaluate, load_settings
+    from lightning_modules import DenoiserModule, VAEModule
+
+    config = args.configs / f"{ds}.yaml"
+    path = settings_file(config)
+    settings = load_settings(path, args.profile)
     todo = []
     for method in args.methods:
-        cell = args.out / "cells" / f"{ds}_{method}.json"
-        if cell.exists() and json.loads(cell.read_text())["trials"] >= args.trials:
-            log(f"{ds}/{method}: cached in {cell}")
+        cell = args.out / "cells" / f"{ds}_{method}_{args.profile}.json"
+        old = json.loads(cell.read_text()) if cell.exists() else {}
+        if old.get("trials", 0) >= args.trials and old.get("settings") == settings[method].as_dict():
+            log(f"{ds}/{method} ({args.profile}): cached in {cell}")
+        elif method == "latent" and f"vae_{ds}" not in ckpts:
+            log(f"{ds}/latent: no VAE checkpoint; skipped")
         else:
             todo.append(method)
     if not todo:
         return
-    sys.argv = sys.argv[:1]  # LightningCLI gets its arguments from `args` alone
-    cli = cli_main(run=False, args=["--config", str(args.configs / f"{ds}.yaml"),
-                                f"--trainer.accelerator={args.accelerator}", "--trainer.devices=1",
-                                *csv_logger_args(args.out / "runs", ds)])
-    cb = next(c for c in cli.trainer.callbacks if isinstance(c, ExtrapolationCallback))
-    cb.methods, cb.test_trials = tuple(todo), args.trials
-    cb.vae_checkpoint = str(ckpts[f"vae_{ds}"]) if f"vae_{ds}" in ckpts else None
-    cb.num_media_videos = 0 if args.no_figures else cb.num_media_videos
-    log(f"{ds}: rolling out {todo}, {args.trials} trials")
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpts[ds]), verbose=False)
-    if not args.no_figures:
-        save_figures(ds, cb, cli.datamodule.videos, Path(cli.trainer.log_dir) / "media" / "test", args.out / "figures")
+    device = "cuda" if args.accelerator in ("gpu", "cuda") or (
+        args.accelerator == "auto" and torch.cuda.is_available()) else "cpu"
+    dm = load_datamodule(config, data_args(args.indices, args.data_dir))
+    videos = dm.videos.float().to(device)
+    shown = {}
     for method in todo:
-        scores = cb.last_scores[method].double()  # (trials, 2, V): whole / cut GT
-        per_trial = scores.mean(-1)
-        std = per_trial.std(0) if args.trials > 1 else torch.zeros(2, dtype=torch.float64)
-        settings = dict(steps=cb.steps, eta=cb.vae_eta if method == "latent" else cb.eta)
-        if method != "latent":
-            settings.update(sigma=round(cb.sigma, 5))
-        if method == "tangent":
-            settings.update(k=cb.k, **cb.solver)
-        result = dict(dataset=ds, method=method, dtw_ssid_mean=per_trial[:, 0].mean().item(),
-                      dtw_ssid_std=std[0].item(), trials=args.trials, seconds=cb.last_seconds[method],
-                      dtw_ssid_cut_mean=per_trial[:, 1].mean().item(), dtw_ssid_cut_std=std[1].item(),
-                      per_video=scores[:, 0].mean(0).tolist(), settings=settings,
-                      run_dir=os.path.relpath(cli.trainer.log_dir, ROOT), train_args=args.train_args,
-                      commit=git_commit(), machine=machine())
-        (args.out / "cells" / f"{ds}_{method}.json").write_text(json.dumps(result, indent=1))
+        if method == "latent":
+            vae = VAEModule.load_from_checkpoint(ckpts[f"vae_{ds}"], map_location=device).eval()
+            models = Models(encode=vae.encode, decode=vae.decode)
+        else:
+            models = Models(denoise=DenoiserModule.load_from_checkpoint(ckpts[ds], map_location=device).eval().denoise)
+        s = settings[method]
+        log(f"{ds}/{method}: rolling out {videos.shape[0]} videos x {args.trials} trials ({args.profile}: "
+            f"{s.as_dict()})")
+        res = evaluate(models, videos, s, args.trials, seed=0, keep_frames=not args.no_figures)
+        result = dict(dataset=ds, method=method, profile=args.profile, trials=args.trials, seconds=res.seconds,
+                      **summary(res.whole, res.cut), settings=s.as_dict(), step=s.step_name(),
+                      settings_file=os.path.relpath(path, ROOT), data_args=data_args(args.indices, args.data_dir),
+                      checkpoint=str(ckpts["vae_" + ds if method == "latent" else ds]),
+                      train_args=args.train_args, commit=git_commit(), machine=machine())
+        (args.out / "cells" / f"{ds}_{method}_{args.profile}.json").write_text(json.dumps(result, indent=1))
         log(f"{ds}/{method}: DTW-SSID {result['dtw_ssid_mean']:.3f} +- {result['dtw_ssid_std']:.3f} "
-            f"(cut GT {result['dtw_ssid_cut_mean']:.3f}) in {result['seconds']:.1f} s")
+            f"(cut GT {result['dtw_ssid_cut_mean']:.3f}; worst video {result['worst_video']:.3f}) in "
+            f"{result['seconds']:.1f} s")
+        if res.frames is not None:
+            shown[method] = res.frames[0, :1]  # trial 0, video 0
+    if shown:
+        save_figures(f"{ds}_{args.profile}", shown, dm, args.out / "figures")
 
 
-def save_figures(ds: str, cb, videos, media_dir: Path, out: Path) -> None:
-    """Fig. 2 strip (rows: ground truth, then each method), and copies of the callback's Fig. 3 / 4 plots."""
+def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
+    """Fig. 2 strip of video 0 (rows: ground truth, then each method in `shown` {method: (1, T, C, H, W)}),
+    its Fig. 4 alignment heat map, Fig. 3 manifold plot (MNIST) and side-by-side rollout GIF."""
     import shutil
+    import tempfile
 
     import torch
     from PIL import Image
 
     from callbacks import media
+    from callbacks.media import write_media
 
     out.mkdir(parents=True, exist_ok=True)
-    gt = videos[0].float()
-    rows = {"ground truth": gt, **{m: f[0] for m, f in cb.last_shown.items()}}
-    tag = f"{ds}_{'-'.join(cb.last_shown)}"  # a run over some methods must not overwrite another's figures
-    length = max(f.shape[1] for f in cb.last_shown.values())  # the rollouts' frames, ground truth at the same indices
+    gt = dm.videos[0].float()
+    rows = {"ground truth": gt, **{m: f[0] for m, f in shown.items()}}
+    tag = f"{tag}_{'-'.join(shown)}"  # a run over some methods must not overwrite another's figures
+    length = max(f.shape[1] for f in shown.values())  # the rollouts' frames, ground truth at the same indices
     columns = torch.linspace(0, length - 1, min(length, 12)).round().long()
     tiles = []
     for name, frames in rows.items():
@@ -174,12 +238,14 @@ def save_figures(ds: str, cb, videos, media_dir: Path, out: Path) -> None:
     Image.fromarray(media.to_uint8(strip).transpose(1, 2, 0)).save(out / f"fig2_{tag}_strip.png")
     (out / f"fig2_{tag}_rows.txt").write_text(
         "rows: " + ", ".join(rows) + f"\ncolumns: frames {columns.tolist()}\n")
-    epochs = sorted(media_dir.glob("epoch_*"))
-    if epochs:
+    latents = getattr(dm, "latents", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_media(dm.videos, list(shown), [f.nan_to_num() for f in shown.values()], Path(tmp),
+                    latents=None if latents is None else latents[:1], latent_name=getattr(dm, "latent_name", None) or "")
         for src, dst in (("alignment_00.png", f"fig4_{tag}_alignment.png"), ("manifold_00.png", f"fig3_{tag}_manifold.png"),
                          ("rollout_00.gif", f"{tag}_rollout.gif")):
-            if (epochs[-1] / src).exists():
-                shutil.copy(epochs[-1] / src, out / dst)
+            if (Path(tmp) / src).exists():
+                shutil.copy(Path(tmp) / src, out / dst)
 
 
 def main(argv=None) -> None:
@@ -187,6 +253,11 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=["trans", "rot", "weizmann"], choices=list(DATASET_NAMES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--profile", default="selected", choices=["selected", "paper"],
+                        help="settings profile of the datasets' settings files (paper: appendix A.6)")
+    parser.add_argument("--indices", default=None, help="score other MNIST digits, e.g. 10..19 (the selection videos)")
+    parser.add_argument("--data-dir", default=None, help="data folder for the scored videos (MNIST IDX files for "
+                        "--indices >= 10)")
     parser.add_argument("--configs", type=Path, default=ROOT / "configs")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--accelerator", default="auto")
@@ -207,37 +278,35 @@ def main(argv=None) -> None:
                 continue
             config = args.configs / f"{experiment}.yaml"
             ckpts[experiment] = last_checkpoint(config) if args.no_train else train(config, experiment, args)
-        evaluate(ds, args, ckpts)
+        evaluate_cells(ds, args, ckpts)
         static_reference(ds, args)
     write_tables(args)
 
 
 def static_reference(ds: str, args) -> None:
-    """Cell of a rollout that does not move: the second given frame repeated for the config's steps. Not a method
+    """Cell of a rollout that does not move: the second given frame repeated for the settings' steps. Not a method
     of the paper: it shows how much of a score motion accounts for (on nearly static clips, most of it is the
-    detail each denoising step loses). Needs no model."""
-    cell = args.out / "cells" / f"{ds}_static.json"
-    if cell.exists():
-        return
+    detail each denoising step loses). Needs no model; scored like every rollout (`extrapolation.evaluate`'s
+    `dtw_readings`)."""
     import torch
-    from train import main as cli_main
-    from callbacks import ExtrapolationCallback
-    from extrapolation import dtw_ssid_batch
 
-    sys.argv = sys.argv[:1]
-    cli = cli_main(run=False, args=["--config", str(args.configs / f"{ds}.yaml"), "--trainer.logger=false"])
-    steps = next(c for c in cli.trainer.callbacks if isinstance(c, ExtrapolationCallback)).steps
-    dm = cli.datamodule
-    dm.prepare_data()
-    dm.setup("test")
-    videos = dm.videos.float()
+    from extrapolation import load_settings
+    from extrapolation.evaluate import dtw_readings
+
+    config = args.configs / f"{ds}.yaml"
+    steps = load_settings(settings_file(config), args.profile)["tangent"].steps
+    cell = args.out / "cells" / f"{ds}_static.json"
+    selection = data_args(args.indices, args.data_dir)
+    if cell.exists() and json.loads(cell.read_text()).get("settings") == dict(steps=steps) and \
+            json.loads(cell.read_text()).get("data_args", []) == selection:
+        return
+    videos = load_datamodule(config, selection).videos.float()
     t0 = time.time()
     frames = torch.cat([videos[:, :2], videos[:, 1:2].expand(-1, steps, -1, -1, -1)], 1)
-    whole, cut = dtw_ssid_batch(frames, videos).double(), dtw_ssid_batch(frames, videos[:, : steps + 2]).double()
-    result = dict(dataset=ds, method="static", dtw_ssid_mean=whole.mean().item(), dtw_ssid_std=0.0, trials=1,
-                  seconds=time.time() - t0, dtw_ssid_cut_mean=cut.mean().item(), dtw_ssid_cut_std=0.0,
-                  per_video=whole.tolist(), settings=dict(steps=steps), train_args=[], commit=git_commit(),
-                  machine=machine())
+    scores = torch.tensor([dtw_readings(f, v) for f, v in zip(frames, videos)], dtype=torch.float64)  # (V, 2)
+    result = dict(dataset=ds, method="static", profile="", trials=1, seconds=time.time() - t0,
+                  **summary(scores[None, :, 0], scores[None, :, 1]), settings=dict(steps=steps), data_args=selection,
+                  train_args=[], commit=git_commit(), machine=machine())
     cell.write_text(json.dumps(result, indent=1))
     log(f"{ds}/static: DTW-SSID {result['dtw_ssid_mean']:.3f} (cut GT {result['dtw_ssid_cut_mean']:.3f})")
 
@@ -271,15 +340,17 @@ def machine() -> str:
 def write_tables(args) -> None:
     cells = [json.loads(p.read_text()) for p in sorted((args.out / "cells").glob("*.json"))]
     order = {m: i for i, m in enumerate(ROWS)}
-    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), order[c["method"]]))
-    columns = ["dataset", "method", "dtw_ssid_mean", "dtw_ssid_std", "trials", "seconds",
-               "dtw_ssid_cut_mean", "dtw_ssid_cut_std"]
+    for c in cells:
+        c.setdefault("profile", "")  # cells from before the settings files: the configs' settings
+    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), order[c["method"]], c["profile"]))
+    columns = ["dataset", "method", "profile", "dtw_ssid_mean", "dtw_ssid_std", "trials", "seconds",
+               "dtw_ssid_cut_mean", "dtw_ssid_cut_std", "median_video", "worst_video"]
     lines = [",".join(columns)]
     for c in cells:
-        lines.append(",".join(f"{c[k]:.4f}" if isinstance(c[k], float) else str(c[k]) for k in columns))
+        lines.append(",".join(f"{c[k]:.4f}" if isinstance(c.get(k), float) else str(c.get(k, "")) for k in columns))
     (args.out / "table1.csv").write_text("\n".join(lines) + "\n")
 
-    by = {(c["dataset"], c["method"]): c for c in cells}
+    by = {(c["dataset"], c["method"], c["profile"]): c for c in cells}
     datasets = [d for d in DATASET_NAMES if any(k[0] == d for k in by)]
     commits = sorted({c.get("commit", "unknown") for c in cells})
     rollout_min = sum(c["seconds"] for c in cells) / 60
@@ -293,12 +364,10 @@ def write_tables(args) -> None:
           "rollout's length (the paper does not say which it used). Paper numbers in brackets.", ""]
     header = "| method | " + " | ".join(f"{DATASET_NAMES[d]} whole | cut" for d in datasets) + " |"
     md += [header, "|---" * (1 + 2 * len(datasets)) + "|"]
-    for m in ROWS:
-        if not any(k[1] == m for k in by):
-            continue
-        row = [METHOD_NAMES[m]]
+    for m, profile in dict.fromkeys((k[1], k[2]) for k in sorted(by, key=lambda k: (order[k[1]], k[2]))):
+        row = [METHOD_NAMES[m] + (f", {profile} settings" if profile else "")]
         for d in datasets:
-            c = by.get((d, m))
+            c = by.get((d, m, profile))
             if c is None:
                 row += ["—", "—"]
                 continue
@@ -306,10 +375,12 @@ def write_tables(args) -> None:
             row.append(f"{c['dtw_ssid_mean']:.3f} ± {c['dtw_ssid_std']:.3f}{paper}")
             row.append(f"{c['dtw_ssid_cut_mean']:.3f} ± {c['dtw_ssid_cut_std']:.3f}")
         md.append("| " + " | ".join(row) + " |")
-    md += ["", "Settings per cell (from the configs' `ExtrapolationCallback`):", ""]
+    md += ["", "Settings per cell (`paper`: appendix A.6; `selected`: chosen on the selection videos; from "
+           "`configs/extrapolation/<dataset>.yaml`):", ""]
     for c in cells:
         extra = f", trained with `{' '.join(c['train_args'])}`" if c.get("train_args") else ""
-        md.append(f"- {c['dataset']}/{c['method']}: {c['settings']}, {c['trials']} trials, {c['seconds']:.1f} s"
+        name = f"{c['dataset']}/{c['method']}" + (f" ({c['profile']})" if c["profile"] else "")
+        md.append(f"- {name}: {c['settings']}, {c['trials']} trials, {c['seconds']:.1f} s"
                   f" on {c.get('machine', 'this CPU')}{extra}")
     (args.out / "table1.md").write_text("\n".join(md) + "\n")
     log(f"wrote {args.out / 'table1.csv'} and {args.out / 'table1.md'}")

@@ -20,10 +20,11 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from callbacks import ExtrapolationCallback, media  # noqa: E402
 from datamodules import RotatedMNISTDataModule  # noqa: E402
-from extrapolation import latent_rollout  # noqa: E402
+from extrapolation import Models, SettingsError, evaluate, latent_rollout  # noqa: E402
 from lightning_modules import DenoiserModule, VAEModule, WandbLogger  # noqa: E402
 from networks import VAE, UNet  # noqa: E402
 
+SETTINGS = "configs/extrapolation/rot.yaml"  # relative: found from the project root whatever the cwd
 
 
 
@@ -78,14 +79,69 @@ def test_figures(tmp_path):
 
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        ExtrapolationCallback(methods=("tangent", "spline"))
+        ExtrapolationCallback(SETTINGS, methods=("tangent", "spline"))
     with pytest.raises(ValueError):
-        ExtrapolationCallback(media_format="avi")
+        ExtrapolationCallback(SETTINGS, media_format="avi")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(k=0), "tangent.k must be a positive integer, got 0"),
+    (dict(sigma=-1), "sigma must be >= 0, got -1"),
+    (dict(eta=float("nan")), "eta must be finite"),
+    (dict(vae_eta=0), "latent.eta must be > 0"),
+    (dict(solver={"method": "lanczos"}), "solver.method must be one of"),
+    (dict(profile="best"), "no profile 'best'"),
+    (dict(settings="configs/extrapolation/nope.yaml"), "nope.yaml does not exist"),
+])
+def test_bad_settings_fail_at_construction_in_one_line(bad, match):
+    kw = dict(dict(settings=SETTINGS), **bad)
+    with pytest.raises(SettingsError, match=match) as err:
+        ExtrapolationCallback(**kw)
+    assert str(err.value).startswith("ExtrapolationCallback: ") and "\n" not in str(err.value)
+
+
+def test_bad_setting_in_a_config_stops_the_cli_before_training(tmp_path, monkeypatch):
+    """Through `train.py`: jsonargparse wraps the construction error; its cause is the one-line SettingsError."""
+    import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    config = Path(__file__).parent / "configs" / "rot.yaml"
+    with pytest.raises(ValueError) as err:
+        train.main(["fit", "--config", str(config), "--trainer.callbacks.init_args.sigma=-1", "--trainer.logger=false"])
+    cause = err.value if isinstance(err.value, SettingsError) else err.value.__cause__
+    assert isinstance(cause, SettingsError)
+    assert str(cause) == "ExtrapolationCallback: tangent.sigma must be >= 0, got -1.0"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_settings_come_from_the_file_with_overrides():
+    cb = ExtrapolationCallback(SETTINGS)
+    s = cb.method_settings
+    assert (s["tangent"].eta, s["tangent"].steps, s["latent"].eta) == (0.75, 53, 0.8)  # rot.yaml, selected
+    assert ExtrapolationCallback(SETTINGS, profile="paper").method_settings["tangent"].eta == 1.0
+    s = ExtrapolationCallback(SETTINGS, steps=5, sigma="10/255", k=2, solver={"max_iters": 3}, vae_eta=0.5).method_settings
+    assert [x.steps for x in s.values()] == [5, 5, 5]
+    assert s["tangent"].sigma == s["linear"].sigma == pytest.approx(10 / 255)
+    assert (s["tangent"].k, dict(s["tangent"].solver), s["latent"].eta) == (2, {"max_iters": 3}, 0.5)
+    assert s["linear"].eta == 1.0  # overrides only what is given
+
+
+def test_k_larger_than_the_frame_fails_in_setup_before_the_first_epoch(tmp_path):
+    cb = make_cb(k=401)  # 20x20 frames: C*H*W = 400
+    trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
+    with pytest.raises(SettingsError, match=r"^ExtrapolationCallback: tangent.k must be in \[1, 400\]"):
+        trainer.fit(make_denoiser(), make_dm())
+    assert trainer.global_step == 0 and cb.num_rollouts == 0
 
 
 # ---------------------------------------------------------------- with a Trainer
 V, T, STEPS = 3, 16, 5
 SOLVER = dict(max_iters=3)  # an untrained net has no spectral gap: cap the eigen-solver (CPU time)
+
+
+def make_cb(**kw):
+    return ExtrapolationCallback(SETTINGS, **dict(dict(steps=STEPS, k=1, solver=SOLVER), **kw))
 
 
 def make_dm():
@@ -118,13 +174,13 @@ def finish_wandb():
 
 
 def test_fit_logs_metrics_and_media(tmp_path, finish_wandb):
-    cb = ExtrapolationCallback(steps=STEPS, k=1, solver=SOLVER, every_n_epochs=2, videos_per_chunk=2, num_media_videos=2)
+    cb = make_cb(every_n_epochs=2, batch_size=2, num_media_videos=2)
     trainer = make_trainer(tmp_path, cb, max_epochs=3, num_sanity_val_steps=1)
     trainer.fit(make_denoiser(), make_dm())
 
-    # due: epoch 2 (every_n_epochs=2) and 3 (the last), not 1 nor the sanity check;
-    # each time 2 chunks (2 + 1 videos) x 2 methods
-    assert cb.num_rollouts == 2 * 4
+    # due: epoch 2 (every_n_epochs=2) and 3 (the last), not 1 nor the sanity check; each time one
+    # `evaluate` call per method
+    assert cb.num_rollouts == 2 * 2
     rows = read_metrics(trainer)
     for name in ("val/dtw_ssid/tangent", "val/dtw_ssid/linear", "val/dtw_ssid_cut/tangent", "val/dtw_ssid_cut/linear"):
         value = float(trainer.callback_metrics[name])
@@ -152,13 +208,12 @@ def test_fit_logs_metrics_and_media(tmp_path, finish_wandb):
 
 
 def test_restores_train_mode_and_runs_without_wandb(tmp_path):
-    cb = ExtrapolationCallback(methods=("linear", "latent"), steps=STEPS, num_media_videos=0,
-                               vae_checkpoint=str(tmp_path / "not_trained_yet.ckpt"))
+    cb = make_cb(methods=("linear", "latent"), num_media_videos=0, vae_checkpoint=str(tmp_path / "not_trained_yet.ckpt"))
     model = make_denoiser()
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match="latent"):
         trainer.fit(model, make_dm())
-    assert cb.num_rollouts == 1  # one chunk of 3 videos (videos_per_chunk=5), latent skipped
+    assert cb.num_rollouts == 1  # linear; latent skipped
     assert "val/dtw_ssid/linear" in trainer.callback_metrics
     assert "val/dtw_ssid/latent" not in trainer.callback_metrics
     assert model.training  # Lightning's train mode came back after validation
@@ -167,13 +222,13 @@ def test_restores_train_mode_and_runs_without_wandb(tmp_path):
 
 def test_test_reports_mean_and_std_over_trials(tmp_path, finish_wandb):
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
-    cb = ExtrapolationCallback(methods=("linear",), steps=STEPS, test_trials=3, num_media_videos=1)
+    cb = make_cb(methods=("linear",), test_trials=3, num_media_videos=1)
     trainer = make_trainer(tmp_path, cb, callbacks=[ckpt], num_sanity_val_steps=0, limit_val_batches=0)
     model, dm = make_denoiser(), make_dm()
     trainer.fit(model, dm)
     assert cb.num_rollouts == 0  # no validation
     trainer.test(model, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert cb.num_rollouts == 3  # 3 trials x 1 chunk x 1 method
+    assert cb.num_rollouts == 1  # 3 trials of 1 method in one `evaluate` call
     m = trainer.callback_metrics
     for method in ("linear",):
         assert 0 <= float(m[f"test/dtw_ssid/{method}"]) < 2
@@ -190,14 +245,21 @@ def test_test_reports_mean_and_std_over_trials(tmp_path, finish_wandb):
     assert glob.glob(str(tmp_path / "runs" / "tiny" / "wandb" / "offline-run-*" / "files" / "media" / "table" / "test" / "*.json"))
 
 
-def test_same_seed_same_numbers(tmp_path):
-    def run(seed):
-        cb = ExtrapolationCallback(methods=("linear",), steps=STEPS, seed=seed, num_media_videos=0)
+def test_same_seed_same_numbers_as_evaluate(tmp_path):
+    def run(seed, **kw):
+        cb = make_cb(methods=("linear",), seed=seed, num_media_videos=0, **kw)
         trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0, max_steps=0)
         trainer.validate(make_denoiser(), make_dm())
-        return float(trainer.callback_metrics["val/dtw_ssid/linear"])
+        return float(trainer.callback_metrics["val/dtw_ssid/linear"]), cb
 
-    assert run(0) == run(0) != run(1)
+    (a, cb), (b, _), (c, _) = run(0), run(0, batch_size=1), run(1)
+    assert a == pytest.approx(b, abs=1e-6) and a != c
+    # the very numbers of `extrapolation.evaluate` on the whole set
+    dm = make_dm()
+    dm.setup("validate")
+    expected = evaluate(Models(denoise=make_denoiser().eval().denoise), dm.videos, cb.method_settings["linear"], seed=0)
+    torch.testing.assert_close(cb.last_scores["linear"][:, 0], expected.whole)
+    torch.testing.assert_close(cb.last_scores["linear"][:, 1], expected.cut)
 
 
 def test_latent_method_with_vae(tmp_path):
@@ -205,15 +267,15 @@ def test_latent_method_with_vae(tmp_path):
     torch.manual_seed(0)
     vae = VAEModule(VAE(image_size=20, latent_dim=8, widths=(4, 8)))
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "vae"), save_last=True)
-    cb = ExtrapolationCallback(steps=STEPS, num_media_videos=1)
+    cb = make_cb(num_media_videos=1)
     trainer = make_trainer(tmp_path, cb, callbacks=[ckpt], wandb_logger=False, num_sanity_val_steps=0)
     trainer.fit(vae, make_dm())
     assert "val/dtw_ssid/latent" in trainer.callback_metrics
     assert "val/dtw_ssid/tangent" not in trainer.callback_metrics
 
     # a denoiser run compares the methods with the VAE from its checkpoint
-    cb = ExtrapolationCallback(methods=("linear", "latent"), steps=STEPS, vae_eta=0.5,
-                               vae_checkpoint=str(tmp_path / "vae" / "last.ckpt"), num_media_videos=1)
+    cb = make_cb(methods=("linear", "latent"), vae_eta=0.5, vae_checkpoint=str(tmp_path / "vae" / "last.ckpt"),
+                 num_media_videos=1)
     trainer = make_trainer(tmp_path / "d", cb, wandb_logger=False, num_sanity_val_steps=0)
     trainer.fit(make_denoiser(), make_dm())
     for method in ("linear", "latent"):
@@ -229,15 +291,15 @@ def test_latent_method_with_vae(tmp_path):
 
 
 def test_numerical_failure_gives_nan_not_a_crash(tmp_path, monkeypatch):
-    import extrapolation
+    import importlib
 
     def failing(*args, **kwargs):
         raise torch.linalg.LinAlgError("eigh failed to converge")
 
-    monkeypatch.setattr(extrapolation, "tangent_rollout", failing)
-    cb = ExtrapolationCallback(steps=STEPS, num_media_videos=1)
+    monkeypatch.setattr(importlib.import_module("extrapolation.evaluate"), "tangent_rollout", failing)
+    cb = make_cb(num_media_videos=1)
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
-    with pytest.warns(UserWarning, match="tangent rollout of videos 0-2 failed"):
+    with pytest.warns(UserWarning, match=r"tangent rollout of videos \[0, 1, 2\] failed"):
         trainer.fit(make_denoiser(), make_dm())
     assert torch.isnan(trainer.callback_metrics["val/dtw_ssid/tangent"])
     assert torch.isfinite(trainer.callback_metrics["val/dtw_ssid/linear"])
@@ -245,7 +307,7 @@ def test_numerical_failure_gives_nan_not_a_crash(tmp_path, monkeypatch):
 
 
 def test_skipped_under_fast_dev_run(tmp_path):
-    cb = ExtrapolationCallback(methods=("linear",), steps=STEPS)
+    cb = make_cb(methods=("linear",))
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, fast_dev_run=1)
     trainer.fit(make_denoiser(), make_dm())
     assert cb.num_rollouts == 0

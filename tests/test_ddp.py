@@ -36,12 +36,13 @@ trainer:
     - class_path: callbacks.ExtrapolationCallback
       init_args:
         methods: [tangent, linear]
+        settings: configs/extrapolation/rot.yaml
         steps: 4
         k: 2
         sigma: 0.1
-        videos_per_chunk: 2   # 5 videos: chunks (0,1) (2,3) (4) -> rank 0 gets 3 videos, rank 1 gets 2
-        num_media_videos: 3   # video 2 belongs to rank 1: its frames must be gathered for the media
         solver: {{max_iters: 5}}
+        num_media_videos: 3   # 5 videos: rank 0 rolls out 0, 2, 4 and rank 1 rolls out 1, 3; video 1's
+                              # frames must be gathered for the media
 model:
   class_path: lightning_modules.DenoiserModule
   init_args:
@@ -89,5 +90,5 @@ def test_ddp_matches_single_process(tmp_path):
         assert sorted(p.name for p in media.glob("rollout_*.gif")) == [f"rollout_{i:02d}.gif" for i in range(3)]
     # the gathered frames of rank 1's video are the single-process frames
     frames = [np.stack([np.asarray(f.convert("RGB"), dtype=int) for f in ImageSequence.Iterator(
-        Image.open(run / "media/val/epoch_000/rollout_02.gif"))]) for run in (single, ddp)]
+        Image.open(run / "media/val/epoch_000/rollout_01.gif"))]) for run in (single, ddp)]
     assert frames[0].shape == frames[1].shape and np.abs(frames[0] - frames[1]).max() <= 1

@@ -18,6 +18,7 @@ from lightning_modules import DenoiserModule, VAEModule
 from networks import VAE
 
 ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = "configs/extrapolation/rot.yaml"  # relative: found from the project root whatever the cwd
 
 
 def _finish_wandb():
@@ -79,7 +80,7 @@ def pngs(tmp_path) -> list[Path]:
 
 def _predict(model, dm, tmp_path, devices=1, **writer_kw) -> Path:
     out = tmp_path / "out"
-    kw = dict(method="linear", steps=3, output_dir=str(out))
+    kw = dict(settings=SETTINGS, method="linear", steps=3, output_dir=str(out))
     kw.update(writer_kw)
     trainer = pl.Trainer(accelerator="cpu", devices=devices, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[ExtrapolationWriter(**kw)])
@@ -110,7 +111,7 @@ def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
         args = ["--config", str(ROOT / "configs/predict/rot.yaml"), "--data.pairs", pairs]
     else:
         args = ["--data", "datamodules.FramePairsDataModule", "--data.pairs", pairs,
-                "--trainer.callbacks+=callbacks.ExtrapolationWriter"]
+                "--trainer.callbacks+=callbacks.ExtrapolationWriter", f"--trainer.callbacks.init_args.settings={SETTINGS}"]
     _cli_predict(ckpt, [*args, "--trainer.callbacks.init_args.method=linear",
                         "--trainer.callbacks.init_args.steps=3"])
     out = sorted(tmp_path.glob("runs/rot/version_*/predictions"))
@@ -127,6 +128,9 @@ def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
         assert strip.height == 80 and strip.width > 5 * 80
         info = json.loads((pair / "info.json").read_text())
         assert info["method"] == "linear" and info["frames"] == 5 and str(pngs[a]) in info["source"]
+        # the settings used: configs/extrapolation/rot.yaml, profile selected, steps overridden
+        assert (info["settings_file"], info["profile"], info["steps"]) == (SETTINGS, "selected", 3)
+        assert info["eta"] == 1.0 and info["sigma"] == pytest.approx(25 / 255) and info["step"] == "linear"
     assert (out[0].parent / "config.yaml").is_file()  # the predict run's own config beside it
 
 
@@ -201,10 +205,44 @@ def test_bad_inputs(model, tmp_path):
     with pytest.raises(InputError, match="channels=3, but the checkpoint's network takes 1-channel"):
         _predict(model, FramePairsDataModule(pairs=[[good, good]], channels=3), tmp_path / "x")
     with pytest.raises(InputError, match="method must be 'tangent' or 'linear'"):
-        ExtrapolationWriter(method="latent")
+        ExtrapolationWriter(SETTINGS, method="latent")
     vae = VAEModule(network=VAE(in_channels=1, image_size=20, latent_dim=4))
     with pytest.raises(InputError, match="needs a denoiser checkpoint .* got a VAEModule"):
         _predict(vae, FramePairsDataModule(pairs=[[good, good]]), tmp_path / "x")
+
+
+@pytest.mark.parametrize("bad, match", [(dict(k=0), "tangent.k must be a positive integer"),
+                                        (dict(sigma=-1), "sigma must be >= 0"), (dict(eta=float("nan")), "eta must be finite"),
+                                        (dict(profile="best"), "no profile 'best'")])
+def test_bad_settings_fail_at_construction(bad, match):
+    with pytest.raises(InputError, match=match) as err:
+        ExtrapolationWriter(**dict(dict(settings=SETTINGS), **bad))
+    assert str(err.value).startswith("ExtrapolationWriter: ") and "\n" not in str(err.value)
+
+
+def test_settings_file_profile_and_the_rollout_of_evaluate(model, pngs, tmp_path):
+    """Without overrides the writer rolls out with the file's settings; pair i's frames are those
+    `extrapolation.evaluate` gives video i in trial 0 (the same CPU generator), and info.json records them."""
+    import torch
+
+    from extrapolation import Models, load_settings, rollout, video_generators
+
+    pairs = [[str(pngs[0]), str(pngs[1])], [str(pngs[2]), str(pngs[3])]]
+    out = _predict(model, FramePairsDataModule(pairs=pairs), tmp_path, method="tangent", steps=2, profile="paper",
+                   k=1, solver={"max_iters": 2}, seed=3)
+    info = json.loads((out / "pair_001" / "info.json").read_text())
+    paper = load_settings(ROOT / SETTINGS, "paper")["tangent"]
+    assert (info["profile"], info["eta"], info["sigma"], info["k"]) == ("paper", paper.eta, paper.sigma, 1)
+    assert info["step"] == "eigen-projection (block)" and info["solver"] == {"max_iters": 2}
+    frames = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in pngs[2:]])).float().div(255).unsqueeze(1)
+    settings = paper.with_overrides(steps=2, k=1, solver={"max_iters": 2})
+    expected = rollout(Models(denoise=model.eval().denoise), frames[None], settings, video_generators(3, 0, [1]))
+    written = torch.from_numpy(_frames(out / "pair_001")).float().div(255)
+    assert (written - expected[0, :, 0].clamp(0, 1)).abs().max() <= 1 / 255 + 1e-6
+    # a k larger than the frame (20x20) is refused before any rollout (the selected rot step, A^2 v, has no k)
+    with pytest.raises(InputError, match=r"tangent.k must be in \[1, 400\]"):
+        _predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path / "k", method="tangent", profile="paper", k=401)
+    _predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path / "f", method="tangent", steps=1, k=401)
 
 
 @pytest.mark.slow
@@ -215,7 +253,7 @@ def test_ddp_each_pair_once(model, pngs, tmp_path):
     out = tmp_path / "two" / "out"
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[ExtrapolationWriter(method="linear", steps=3, output_dir=str(out))])
+                         callbacks=[ExtrapolationWriter(SETTINGS, method="linear", steps=3, output_dir=str(out))])
     trainer.predict(model, datamodule=FramePairsDataModule(pairs=pairs, batch_size=1), return_predictions=False)
     assert sorted(p.name for p in out.iterdir()) == ["pair_000", "pair_001", "pair_002"]
     for i in range(3):

@@ -1,12 +1,74 @@
-"""scripts/: the sweep's solver specs and re-plotting, and the Table 1 writer (paper numbers, machines, gaps)."""
+"""scripts/: the sweep (grid, CSV, solver specs, re-plotting) and Table 1 (cells through `extrapolation.evaluate`,
+the writer: paper numbers, machines, gaps), on tiny checkpoints."""
 import csv
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from scripts import reproduce_table1, sweep
 
 ROOT = reproduce_table1.ROOT
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict:
+    """Untrained tiny denoiser and VAE checkpoints (the tests/configs networks): rollouts cost little."""
+    import lightning.pytorch as pl
+
+    from lightning_modules import DenoiserModule, VAEModule
+    from networks import VAE, UNet
+
+    d = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    modules = {"rot": DenoiserModule(UNet(in_channels=1, widths=[4, 8, 16], mid_width=16)),
+               "vae_rot": VAEModule(VAE(in_channels=1, image_size=20, latent_dim=8, widths=[4, 4, 8, 8, 8]))}
+    with torch.no_grad():  # near the identity: 53-step rollouts of an untrained net stay finite
+        for param in modules["rot"].network.parameters():
+            param.mul_(0.1)
+    for name, module in modules.items():
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.strategy.connect(module)
+        trainer.save_checkpoint(d / f"{name}.ckpt")
+    return {name: d / f"{name}.ckpt" for name in modules}
+
+
+def test_index_list_and_data_args():
+    assert reproduce_table1.index_list("10..12") == reproduce_table1.index_list("10-12") == [10, 11, 12]
+    assert reproduce_table1.index_list("0,3,5..6") == [0, 3, 5, 6]
+    assert reproduce_table1.data_args("10..11", "mnist") == ["--data.init_args.indices=[10,11]",
+                                                             "--data.init_args.data_dir=mnist"]
+    assert reproduce_table1.settings_file(ROOT / "tests" / "configs" / "rot.yaml") == \
+        ROOT / "configs" / "extrapolation" / "rot.yaml"
+
+
+def test_sweep_grid_csv_and_numbers(ckpts, tmp_path, monkeypatch, capsys):
+    from extrapolation import MethodSettings, Models, evaluate
+    from lightning_modules import DenoiserModule
+
+    monkeypatch.chdir(tmp_path)  # the sweep moves to the repo root; come back afterwards
+    sweep.main(["--dataset", "rot", "--configs", str(ROOT / "tests" / "configs"), "--ckpt", str(ckpts["rot"]),
+                "--vae-ckpt", str(ckpts["vae_rot"]), "--indices", "0..1", "--methods", "tangent", "linear", "latent",
+                "--steps", "3", "--sigmas", "10", "25", "--etas", "0.5", "--ks", "1", "2",
+                "--solvers", "", "method=block,max_iters=2", "--vae-etas", "0.5", "--reencode", "true", "false",
+                "--trials", "2", "--out", str(tmp_path), "--name", "selection_rot"])
+    with open(tmp_path / "selection_rot.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == sweep.COLUMNS
+    # tangent: 2 sigmas x (the file's A^2 v step, which has no k, + block at k 1 and 2); linear: 2; latent: 2
+    assert [r["method"] for r in rows] == ["tangent"] * 6 + ["linear"] * 2 + ["latent"] * 2
+    assert {r["step"] for r in rows[:6]} == {"A^2 v (fd)", "eigen-projection (block)"}
+    assert [r["k"] for r in rows[:3]] == ["", "1", "2"] and [r["reencode"] for r in rows[8:]] == ["True", "False"]
+    assert all(r["trials"] == "2" and r["steps"] == "3" and r["profile"] == "selected" for r in rows)
+    assert float(rows[6]["whole_std"]) > 0 and float(rows[8]["whole_std"]) == 0  # linear draws noise, latent none
+    assert all(float(r["median_video"]) <= float(r["worst_video"]) for r in rows)
+    assert "best tangent:" in capsys.readouterr().out and (tmp_path / "selection_rot.png").stat().st_size > 1000
+    # a row is the number `extrapolation.evaluate` gives
+    dm = reproduce_table1.load_datamodule(ROOT / "tests" / "configs" / "rot.yaml")
+    denoise = DenoiserModule.load_from_checkpoint(ckpts["rot"]).eval().denoise
+    res = evaluate(Models(denoise=denoise), dm.videos, MethodSettings("linear", steps=3, eta=0.5, sigma=10 / 255), 2)
+    assert float(rows[6]["whole_mean"]) == pytest.approx(res.whole.mean().item(), abs=1e-9)
 
 
 def test_parse_solver_specs():
@@ -18,9 +80,10 @@ def test_parse_solver_specs():
 
 
 def test_replot_reads_the_csv_and_names_a_missing_one(tmp_path):
-    rows = [dict(method="tangent", sigma_255=s, eta=1.0, k=4, tol="default", solver="", steps=3, trials=1,
-                 dtw_ssid=0.1 * s, dtw_ssid_cut=0.05 * s, seconds=1.0, device="cpu") for s in (10, 25)]
-    rows.append(dict(rows[0], method="linear", k="", tol=""))
+    rows = [dict(method="tangent", sigma_255=s, eta=1.0, k=4, solver="", steps=3, trials=1,
+                 whole_mean=0.1 * s, cut_mean=0.05 * s, seconds=1.0, device="cpu") for s in (10, 25)]
+    rows.append(dict(rows[0], method="linear", k=""))
+    rows.append(dict(rows[0], method="latent", sigma_255="", k=""))  # no sigma: not on the plot
     with open(tmp_path / "sweep_rot_x.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -42,9 +105,10 @@ def test_table_writer(tmp_path):
         (tmp_path / "cells" / f"{c['dataset']}_{c['method']}.json").write_text(json.dumps(c))
     reproduce_table1.write_tables(type("Args", (), {"out": tmp_path})())
     lines = (tmp_path / "table1.csv").read_text().splitlines()
-    assert lines[0].split(",")[:6] == ["dataset", "method", "dtw_ssid_mean", "dtw_ssid_std", "trials", "seconds"]
-    assert [line.split(",")[:2] for line in lines[1:]] == [["rot", "linear"], ["rot", "tangent"], ["rot", "static"],
-                                                           ["weizmann", "latent"]]
+    assert lines[0].split(",")[:7] == ["dataset", "method", "profile", "dtw_ssid_mean", "dtw_ssid_std", "trials",
+                                       "seconds"]
+    assert [line.split(",")[:3] for line in lines[1:]] == [["rot", "linear", ""], ["rot", "tangent", ""],
+                                                           ["rot", "static", ""], ["weizmann", "latent", ""]]
     md = (tmp_path / "table1.md").read_text()
     assert "0.300 ± 0.010 [0.273]" in md and "0.200 ± 0.010 [0.515]" in md  # paper values beside ours
     assert "| VAE (Alg. 3) | — | — | 0.200" in md  # a missing cell is marked, not skipped
@@ -60,16 +124,37 @@ def test_static_reference_cell(tmp_path):
     from extrapolation.dtw import ssid_matrix
 
     (tmp_path / "cells").mkdir()
-    args = type("Args", (), {"out": tmp_path, "configs": ROOT / "tests" / "configs"})()
+    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profile="selected", indices=None,
+                           data_dir=None)
     reproduce_table1.static_reference("rot", args)
     c = json.loads((tmp_path / "cells" / "rot_static.json").read_text())
     assert c["method"] == "static" and c["trials"] == 1 and c["settings"]["steps"] >= 1
     assert 0 < c["dtw_ssid_mean"] < 1 and len(c["per_video"]) >= 1
-    from train import main as cli_main
-    dm = cli_main(run=False, args=["--config", str(ROOT / "tests" / "configs" / "rot.yaml"), "--trainer.logger=false"]).datamodule
-    dm.prepare_data()
-    dm.setup("test")
-    v = dm.videos.float()[0]
+    v = reproduce_table1.load_datamodule(ROOT / "tests" / "configs" / "rot.yaml").videos.float()[0]
     # steps >= 1 repeats of frame 1: DTW aligns frame 2 of the truth to a copy of frame 1, later truth frames likewise
     expected = torch.stack([ssid_matrix(v[1:2], v[i : i + 1])[0, 0] for i in range(2, v.shape[0])]).sum() / v.shape[0]
     assert abs(c["per_video"][0] - expected.item()) < 1e-5
+
+
+def test_table_cells_through_evaluate(ckpts, tmp_path):
+    """Cells of each method at a profile's settings, cached while profile, settings and trials match; figures."""
+    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profile="selected", indices=None,
+                           data_dir=None, methods=["linear", "tangent", "latent"], trials=2, no_figures=False,
+                           accelerator="cpu", train_args=[])
+    (tmp_path / "cells").mkdir()
+    reproduce_table1.evaluate_cells("rot", args, ckpts)
+    cells = {m: json.loads((tmp_path / "cells" / f"rot_{m}_selected.json").read_text()) for m in args.methods}
+    assert cells["tangent"]["step"] == "A^2 v (fd)" and cells["tangent"]["settings"]["eta"] == 0.75  # rot.yaml
+    for c in cells.values():
+        assert c["trials"] == 2 and c["profile"] == "selected" and len(c["per_video"]) == 2
+        assert c["median_video"] <= c["worst_video"] and c["settings_file"] == "configs/extrapolation/rot.yaml"
+    assert cells["linear"]["dtw_ssid_std"] > 0 and cells["latent"]["dtw_ssid_std"] == 0
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"fig2_rot_selected_linear-tangent-latent_strip.png", "fig4_rot_selected_linear-tangent-latent_alignment.png",
+            "fig3_rot_selected_linear-tangent-latent_manifold.png"} <= figures
+    stamp = (tmp_path / "cells" / "rot_tangent_selected.json").stat().st_mtime_ns
+    reproduce_table1.evaluate_cells("rot", args, ckpts)  # cached: nothing rolled out again
+    assert (tmp_path / "cells" / "rot_tangent_selected.json").stat().st_mtime_ns == stamp
+    reproduce_table1.write_tables(args)
+    md = (tmp_path / "table1.md").read_text()
+    assert "| Ours: tangent (Alg. 1), selected settings | " in md and "[0.273]" in md

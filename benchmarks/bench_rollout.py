@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from datamodules import parse_indices
 from extrapolation import Models, evaluate, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +35,6 @@ SOLVERS = {
     "power": dict(method="power"),
 }
 DATAMODULES = {"rot": "RotatedMNISTDataModule", "trans": "TranslatedMNISTDataModule"}
-
-
-def index_list(spec: str) -> list[int]:
-    """'10-19' or '0,3,5' -> indices."""
-    out = []
-    for part in spec.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
 
 
 def videos_of(dataset: str, indices: list[int], data_dir: str | None) -> torch.Tensor:
@@ -69,7 +61,7 @@ def bench(dataset: str, ckpt: str, args) -> list[str]:
 
     module = DenoiserModule.load_from_checkpoint(ckpt, map_location=args.device).eval()
     models = Models(denoise=module.denoise)
-    videos = videos_of(dataset, index_list(args.indices), args.data_dir).to(args.device)
+    videos = videos_of(dataset, parse_indices(args.indices), args.data_dir).to(args.device)
     settings = load_settings(ROOT / "configs" / "extrapolation" / f"{dataset}.yaml", args.profile)
     tangent, linear = settings["tangent"], settings["linear"]
     n_videos, steps = videos.shape[0], tangent.steps

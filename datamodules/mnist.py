@@ -56,6 +56,15 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def parse_indices(spec: str) -> list[int]:
+    """MNIST indices from '10..19', '10-19' or '0,3,5' (ranges inclusive), for command lines."""
+    out = []
+    for part in filter(None, spec.replace("..", "-").split(",")):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
 def load_mnist_train_images(indices: Sequence[int], data_dir: str | Path | None = None) -> np.ndarray:
     """MNIST training images at `indices`, uint8 `(len(indices), 28, 28)`.
 

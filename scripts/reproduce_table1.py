@@ -65,18 +65,11 @@ def settings_file(config: Path) -> Path:
     raise ValueError(f"{config}: no ExtrapolationCallback with a settings file in trainer.callbacks")
 
 
-def index_list(spec: str) -> list[int]:
-    """MNIST indices from '10..19', '10-19' or '0,3,5' (ranges inclusive)."""
-    out = []
-    for part in filter(None, spec.replace("..", "-").split(",")):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
-
-
 def data_args(indices: str | None = None, data_dir: str | None = None) -> list[str]:
     """Config overrides that select other videos: MNIST `indices` ('10..19') and the data folder."""
-    out = [f"--data.init_args.indices=[{','.join(map(str, index_list(indices)))}]"] if indices else []
+    from datamodules import parse_indices
+
+    out = [f"--data.init_args.indices=[{','.join(map(str, parse_indices(indices)))}]"] if indices else []
     return out + ([f"--data.init_args.data_dir={data_dir}"] if data_dir else [])
 
 

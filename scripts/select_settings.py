@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from datamodules import parse_indices  # noqa: E402
 from extrapolation import Models, evaluate, load_settings  # noqa: E402
 
 DATAMODULES = {"rot": "RotatedMNISTDataModule", "trans": "TranslatedMNISTDataModule"}
@@ -34,14 +35,6 @@ GRIDS = {  # sigma in /255; eta as multiples of the paper's (A.6) step size
     "k": [2, 4, 8],
     "vae_eta_scale": [0.5, 0.75, 1.0, 1.25],
 }
-
-
-def index_list(spec: str) -> list[int]:
-    out = []
-    for part in spec.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
 
 
 def candidates(method: str, paper, selected) -> list:
@@ -106,7 +99,7 @@ def main(argv=None) -> None:
     settings_file = args.settings or ROOT / "configs" / "extrapolation" / f"{args.dataset}.yaml"
     out = args.out or ROOT / "results" / f"selection_{args.dataset}.csv"
     paper, selected = load_settings(settings_file, "paper"), load_settings(settings_file, "selected")
-    dm = getattr(datamodules, DATAMODULES[args.dataset])(indices=index_list(args.indices), data_dir=args.data_dir)
+    dm = getattr(datamodules, DATAMODULES[args.dataset])(indices=parse_indices(args.indices), data_dir=args.data_dir)
     dm.setup("test")
     videos = dm.videos.float()
     models = Models(denoise=DenoiserModule.load_from_checkpoint(args.denoiser, map_location="cpu").eval().denoise)

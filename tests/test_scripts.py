@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from datamodules import parse_indices
+
 from scripts import reproduce_table1, sweep
 
 ROOT = reproduce_table1.ROOT
@@ -35,8 +37,8 @@ def ckpts(tmp_path_factory) -> dict:
 
 
 def test_index_list_and_data_args():
-    assert reproduce_table1.index_list("10..12") == reproduce_table1.index_list("10-12") == [10, 11, 12]
-    assert reproduce_table1.index_list("0,3,5..6") == [0, 3, 5, 6]
+    assert parse_indices("10..12") == parse_indices("10-12") == [10, 11, 12]
+    assert parse_indices("0,3,5..6") == [0, 3, 5, 6]
     assert reproduce_table1.data_args("10..11", "mnist") == ["--data.init_args.indices=[10,11]",
                                                              "--data.init_args.data_dir=mnist"]
     assert reproduce_table1.settings_file(ROOT / "tests" / "configs" / "rot.yaml") == \

@@ -15,6 +15,7 @@ interrupted run picks up where it stopped.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import os
@@ -155,15 +156,25 @@ def evaluate_cells(ds: str, args, ckpts: dict[str, Path]) -> None:
 
     config = args.configs / f"{ds}.yaml"
     path = settings_file(config)
-    settings = load_settings(path, args.profile)
+    for profile in args.profiles:
+        evaluate_profile(ds, args, ckpts, config, path, profile)
+
+
+def evaluate_profile(ds: str, args, ckpts: dict[str, Path], config: Path, path: Path, profile: str) -> None:
+    import torch
+
+    from extrapolation import Models, evaluate, load_settings
+    from lightning_modules import DenoiserModule, VAEModule
+
+    settings = load_settings(path, profile)
     todo = []
     for method in args.methods:
-        cell = args.out / "cells" / f"{ds}_{method}_{args.profile}.json"
+        cell = args.out / "cells" / f"{ds}_{method}_{profile}.json"
         old = json.loads(cell.read_text()) if cell.exists() else {}
         if old.get("trials", 0) >= args.trials and old.get("settings") == settings[method].as_dict():
-            log(f"{ds}/{method} ({args.profile}): cached in {cell}")
-        elif method == "latent" and f"vae_{ds}" not in ckpts:
-            log(f"{ds}/latent: no VAE checkpoint; skipped")
+            log(f"{ds}/{method} ({profile}): cached in {cell}")
+        elif (f"vae_{ds}" if method == "latent" else ds) not in ckpts:
+            log(f"{ds}/{method}: no checkpoint; skipped")
         else:
             todo.append(method)
     if not todo:
@@ -180,22 +191,22 @@ def evaluate_cells(ds: str, args, ckpts: dict[str, Path]) -> None:
         else:
             models = Models(denoise=DenoiserModule.load_from_checkpoint(ckpts[ds], map_location=device).eval().denoise)
         s = settings[method]
-        log(f"{ds}/{method}: rolling out {videos.shape[0]} videos x {args.trials} trials ({args.profile}: "
+        log(f"{ds}/{method}: rolling out {videos.shape[0]} videos x {args.trials} trials ({profile}: "
             f"{s.as_dict()})")
         res = evaluate(models, videos, s, args.trials, seed=0, keep_frames=not args.no_figures)
-        result = dict(dataset=ds, method=method, profile=args.profile, trials=args.trials, seconds=res.seconds,
+        result = dict(dataset=ds, method=method, profile=profile, trials=args.trials, seconds=res.seconds,
                       **summary(res.whole, res.cut), settings=s.as_dict(), step=s.step_name(),
                       settings_file=os.path.relpath(path, ROOT), data_args=data_args(args.indices, args.data_dir),
                       checkpoint=str(ckpts["vae_" + ds if method == "latent" else ds]),
                       train_args=args.train_args, commit=git_commit(), machine=machine())
-        (args.out / "cells" / f"{ds}_{method}_{args.profile}.json").write_text(json.dumps(result, indent=1))
+        (args.out / "cells" / f"{ds}_{method}_{profile}.json").write_text(to_json(result))
         log(f"{ds}/{method}: DTW-SSID {result['dtw_ssid_mean']:.3f} +- {result['dtw_ssid_std']:.3f} "
             f"(cut GT {result['dtw_ssid_cut_mean']:.3f}; worst video {result['worst_video']:.3f}) in "
             f"{result['seconds']:.1f} s")
         if res.frames is not None:
             shown[method] = res.frames[0, :1]  # trial 0, video 0
     if shown:
-        save_figures(f"{ds}_{args.profile}", shown, dm, args.out / "figures")
+        save_figures(f"{ds}_{profile}", shown, dm, args.out / "figures")
 
 
 def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
@@ -246,8 +257,10 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=["trans", "rot", "weizmann"], choices=list(DATASET_NAMES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--profile", default="selected", choices=["selected", "paper"],
-                        help="settings profile of the datasets' settings files (paper: appendix A.6)")
+    parser.add_argument("--profiles", nargs="+", default=["paper", "selected"], choices=["paper", "selected"],
+                        help="settings profiles of the datasets' settings files (paper: appendix A.6)")
+    parser.add_argument("--ckpt", action="append", default=[], metavar="EXPERIMENT=PATH",
+                        help="use this checkpoint for an experiment (rot, vae_rot, ...) instead of training it")
     parser.add_argument("--indices", default=None, help="score other MNIST digits, e.g. 10..19 (the selection videos)")
     parser.add_argument("--data-dir", default=None, help="data folder for the scored videos (MNIST IDX files for "
                         "--indices >= 10)")
@@ -264,13 +277,19 @@ def main(argv=None) -> None:
     os.chdir(ROOT)  # the configs' paths (runs/, data folders) are relative to the repo root
 
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
+    given = dict(spec.split("=", 1) for spec in args.ckpt)
     for ds in args.datasets:
         ckpts = {}
         for experiment in (ds, f"vae_{ds}"):
             if experiment.startswith("vae_") and "latent" not in args.methods:
                 continue
             config = args.configs / f"{experiment}.yaml"
-            ckpts[experiment] = last_checkpoint(config) if args.no_train else train(config, experiment, args)
+            if experiment in given:
+                ckpts[experiment] = Path(given[experiment])
+            elif not args.no_train:
+                ckpts[experiment] = train(config, experiment, args)
+            elif last_checkpoint(config).exists():
+                ckpts[experiment] = last_checkpoint(config)
         evaluate_cells(ds, args, ckpts)
         static_reference(ds, args)
     write_tables(args)
@@ -287,7 +306,7 @@ def static_reference(ds: str, args) -> None:
     from extrapolation.evaluate import dtw_readings
 
     config = args.configs / f"{ds}.yaml"
-    steps = load_settings(settings_file(config), args.profile)["tangent"].steps
+    steps = load_settings(settings_file(config), "paper")["tangent"].steps
     cell = args.out / "cells" / f"{ds}_static.json"
     selection = data_args(args.indices, args.data_dir)
     if cell.exists() and json.loads(cell.read_text()).get("settings") == dict(steps=steps) and \
@@ -297,11 +316,24 @@ def static_reference(ds: str, args) -> None:
     t0 = time.time()
     frames = torch.cat([videos[:, :2], videos[:, 1:2].expand(-1, steps, -1, -1, -1)], 1)
     scores = torch.tensor([dtw_readings(f, v) for f, v in zip(frames, videos)], dtype=torch.float64)  # (V, 2)
-    result = dict(dataset=ds, method="static", profile="", trials=1, seconds=time.time() - t0,
+    result = dict(dataset=ds, method="static", profile="reference", trials=1, seconds=time.time() - t0,
                   **summary(scores[None, :, 0], scores[None, :, 1]), settings=dict(steps=steps), data_args=selection,
                   train_args=[], commit=git_commit(), machine=machine())
-    cell.write_text(json.dumps(result, indent=1))
+    cell.write_text(to_json(result))
     log(f"{ds}/static: DTW-SSID {result['dtw_ssid_mean']:.3f} (cut GT {result['dtw_ssid_cut_mean']:.3f})")
+
+
+def to_json(result: dict) -> str:
+    """Strict JSON: a failed rollout's NaN becomes null."""
+    def clean(v):
+        if isinstance(v, float) and v != v:
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(result), indent=1, allow_nan=False)
 
 
 def git_commit() -> str:
@@ -331,50 +363,47 @@ def machine() -> str:
 
 
 def write_tables(args) -> None:
+    """results/table1.csv (every cell) and results/table1.md (one section per dataset, paper values beside)."""
     cells = [json.loads(p.read_text()) for p in sorted((args.out / "cells").glob("*.json"))]
-    order = {m: i for i, m in enumerate(ROWS)}
-    for c in cells:
-        c.setdefault("profile", "")  # cells from before the settings files: the configs' settings
-    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), order[c["method"]], c["profile"]))
-    columns = ["dataset", "method", "profile", "dtw_ssid_mean", "dtw_ssid_std", "trials", "seconds",
-               "dtw_ssid_cut_mean", "dtw_ssid_cut_std", "median_video", "worst_video"]
-    lines = [",".join(columns)]
-    for c in cells:
-        lines.append(",".join(f"{c[k]:.4f}" if isinstance(c.get(k), float) else str(c.get(k, "")) for k in columns))
-    (args.out / "table1.csv").write_text("\n".join(lines) + "\n")
-
-    by = {(c["dataset"], c["method"], c["profile"]): c for c in cells}
-    datasets = [d for d in DATASET_NAMES if any(k[0] == d for k in by)]
-    commits = sorted({c.get("commit", "unknown") for c in cells})
-    rollout_min = sum(c["seconds"] for c in cells) / 60
+    for c in cells:  # cells from before the settings files (commit named in the cell)
+        c.setdefault("profile", "reference" if c["method"] == "static" else f"legacy ({c.get('commit', '?')})")
+        c.setdefault("step", "eigen-projection (block)" if c["method"] == "tangent" else "")
+    rank = {"paper": 0, "selected": 1, "reference": 3}
+    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), ROWS.index(c["method"]),
+                              rank.get(c["profile"], 2)))
+    columns = ["dataset", "method", "profile", "step", "dtw_ssid_mean", "dtw_ssid_std", "dtw_ssid_cut_mean",
+               "dtw_ssid_cut_std", "median_video", "worst_video", "trials", "seconds", "paper", "settings", "commit",
+               "machine"]
+    with open(args.out / "table1.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for c in cells:
+            c["paper"] = PAPER.get((c["dataset"], c["method"]), "")
+            w.writerow([round(c[k], 4) if isinstance(c.get(k), float) else
+                        json.dumps(c[k]) if k == "settings" else c.get(k, "") for k in columns])
+    num = (lambda c, k: "—" if c.get(k) is None else f"{c[k]:.3f}")
     md = ["# Table 1, reproduced", "",
-          f"Written {datetime.date.today()} by `python scripts/reproduce_table1.py` on {machine()} (each cell names the "
-          "machine that computed it); cells computed "
-          f"at git commit(s) {', '.join(f'`{c}`' for c in commits)}; rollouts took {rollout_min:.1f} min in all "
-          "(training time is in the README). Finished cells and checkpoints are reused.", "",
-          "DTW-SSID (lower is better), mean ± std over trials, each trial the mean over the dataset's videos. "
-          "*whole*: against the whole ground-truth video; *cut*: against the ground truth cut to the "
-          "rollout's length (the paper does not say which it used). Paper numbers in brackets.", ""]
-    header = "| method | " + " | ".join(f"{DATASET_NAMES[d]} whole | cut" for d in datasets) + " |"
-    md += [header, "|---" * (1 + 2 * len(datasets)) + "|"]
-    for m, profile in dict.fromkeys((k[1], k[2]) for k in sorted(by, key=lambda k: (order[k[1]], k[2]))):
-        row = [METHOD_NAMES[m] + (f", {profile} settings" if profile else "")]
-        for d in datasets:
-            c = by.get((d, m, profile))
-            if c is None:
-                row += ["—", "—"]
-                continue
-            paper = f" [{PAPER[(d, m)]:.3f}]" if (d, m) in PAPER else ""
-            row.append(f"{c['dtw_ssid_mean']:.3f} ± {c['dtw_ssid_std']:.3f}{paper}")
-            row.append(f"{c['dtw_ssid_cut_mean']:.3f} ± {c['dtw_ssid_cut_std']:.3f}")
-        md.append("| " + " | ".join(row) + " |")
-    md += ["", "Settings per cell (`paper`: appendix A.6; `selected`: chosen on the selection videos; from "
-           "`configs/extrapolation/<dataset>.yaml`):", ""]
-    for c in cells:
-        extra = f", trained with `{' '.join(c['train_args'])}`" if c.get("train_args") else ""
-        name = f"{c['dataset']}/{c['method']}" + (f" ({c['profile']})" if c["profile"] else "")
-        md.append(f"- {name}: {c['settings']}, {c['trials']} trials, {c['seconds']:.1f} s"
-                  f" on {c.get('machine', 'this CPU')}{extra}")
+          f"Written {datetime.date.today()} by `python scripts/reproduce_table1.py`; every cell in `results/cells/` "
+          "names its commit, machine and checkpoint. DTW-SSID, lower is better: mean ± std over trials (each trial "
+          "the mean over the dataset's videos), then the median and worst video (whole reading, mean over trials). "
+          "*whole*: against the whole ground-truth video; *cut*: against its first `steps + 2` frames (the paper "
+          "does not say which it used). Settings `paper`: appendix A.6; `selected`: chosen on selection videos "
+          "that this table never scores (`scripts/select_settings.py`, `results/selection_<dataset>.csv`); "
+          "`legacy (commit)`: a cell from before the selection protocol, settings chosen on the scored videos.", ""]
+    for ds, name in DATASET_NAMES.items():
+        rows = [c for c in cells if c["dataset"] == ds]
+        if not rows:
+            continue
+        md += [f"## {name}", "", "| method | settings | step | whole | cut | median | worst | paper | settings used |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for c in rows:
+            used = ", ".join(f"{k} {round(v * 255, 2)}/255" if k == "sigma" else f"{k} {v}"
+                             for k, v in c["settings"].items() if k not in ("method", "solver"))
+            md.append(f"| {METHOD_NAMES[c['method']]} | {c['profile']} | {c['step']} | "
+                      f"{num(c, 'dtw_ssid_mean')} ± {num(c, 'dtw_ssid_std')} | "
+                      f"{num(c, 'dtw_ssid_cut_mean')} ± {num(c, 'dtw_ssid_cut_std')} | {num(c, 'median_video')} | "
+                      f"{num(c, 'worst_video')} | {c['paper']} | {used}, {c['trials']} trials |")
+        md.append("")
     (args.out / "table1.md").write_text("\n".join(md) + "\n")
     log(f"wrote {args.out / 'table1.csv'} and {args.out / 'table1.md'}")
 

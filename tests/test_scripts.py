@@ -105,19 +105,21 @@ def test_table_writer(tmp_path):
     for c in (cell("rot", "tangent", 0.3, "cpu X"), cell("rot", "linear", 0.7, "cpu X"),
               cell("weizmann", "latent", 0.2, "NVIDIA H200"), cell("rot", "static", 0.8, "cpu X")):
         (tmp_path / "cells" / f"{c['dataset']}_{c['method']}.json").write_text(json.dumps(c))
+    sel = dict(cell("rot", "tangent", 0.25, "cpu X"), profile="selected", step="A^2 v (fd)", median_video=0.2,
+               worst_video=0.6, settings={"steps": 3, "eta": 0.75, "sigma": 0.1})
+    (tmp_path / "cells" / "rot_tangent_selected.json").write_text(json.dumps(sel))
     reproduce_table1.write_tables(type("Args", (), {"out": tmp_path})())
     lines = (tmp_path / "table1.csv").read_text().splitlines()
-    assert lines[0].split(",")[:7] == ["dataset", "method", "profile", "dtw_ssid_mean", "dtw_ssid_std", "trials",
-                                       "seconds"]
-    assert [line.split(",")[:3] for line in lines[1:]] == [["rot", "linear", ""], ["rot", "tangent", ""],
-                                                           ["rot", "static", ""], ["weizmann", "latent", ""]]
+    assert lines[0].split(",")[:6] == ["dataset", "method", "profile", "step", "dtw_ssid_mean", "dtw_ssid_std"]
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        ["rot", "linear", "legacy (abc1234)"], ["rot", "tangent", "selected"], ["rot", "tangent", "legacy (abc1234)"],
+        ["rot", "static", "reference"], ["weizmann", "latent", "legacy (abc1234)"]]
     md = (tmp_path / "table1.md").read_text()
-    assert "0.300 ± 0.010 [0.273]" in md and "0.200 ± 0.010 [0.515]" in md  # paper values beside ours
-    assert "| VAE (Alg. 3) | — | — | 0.200" in md  # a missing cell is marked, not skipped
-    # the no-motion reference is the last row, without a paper value
-    assert md.splitlines()[[i for i, l in enumerate(md.splitlines()) if l.startswith("| Ours")][0] + 1] == \
-        "| Reference, not in the paper: frame 2 repeated | 0.800 ± 0.010 | 0.400 ± 0.000 | — | — |"
-    assert "on NVIDIA H200" in md and "on cpu X" in md and "`abc1234`" in md
+    assert "## Rotated MNIST" in md and "## Weizmann Action" in md and "## Translated" not in md
+    # ours, median and worst video, then the paper's value beside it
+    assert "| Ours: tangent (Alg. 1) | selected | A^2 v (fd) | 0.250 ± 0.010 | 0.125 ± 0.000 | 0.200 | 0.600 | 0.273 |" \
+        in md and "eta 0.75, sigma 25.5/255, 5 trials |" in md
+    assert "| Reference, not in the paper: frame 2 repeated | reference |" in md
 
 
 def test_static_reference_cell(tmp_path):
@@ -126,8 +128,7 @@ def test_static_reference_cell(tmp_path):
     from extrapolation.dtw import ssid_matrix
 
     (tmp_path / "cells").mkdir()
-    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profile="selected", indices=None,
-                           data_dir=None)
+    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", indices=None, data_dir=None)
     reproduce_table1.static_reference("rot", args)
     c = json.loads((tmp_path / "cells" / "rot_static.json").read_text())
     assert c["method"] == "static" and c["trials"] == 1 and c["settings"]["steps"] >= 1
@@ -140,7 +141,7 @@ def test_static_reference_cell(tmp_path):
 
 def test_table_cells_through_evaluate(ckpts, tmp_path):
     """Cells of each method at a profile's settings, cached while profile, settings and trials match; figures."""
-    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profile="selected", indices=None,
+    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profiles=["selected"], indices=None,
                            data_dir=None, methods=["linear", "tangent", "latent"], trials=2, no_figures=False,
                            accelerator="cpu", train_args=[])
     (tmp_path / "cells").mkdir()
@@ -159,4 +160,4 @@ def test_table_cells_through_evaluate(ckpts, tmp_path):
     assert (tmp_path / "cells" / "rot_tangent_selected.json").stat().st_mtime_ns == stamp
     reproduce_table1.write_tables(args)
     md = (tmp_path / "table1.md").read_text()
-    assert "| Ours: tangent (Alg. 1), selected settings | " in md and "[0.273]" in md
+    assert "| Ours: tangent (Alg. 1) | selected | A^2 v (fd) | " in md and "| 0.273 |" in md

@@ -13,7 +13,7 @@ from PIL import Image
 import train
 from callbacks import ExtrapolationWriter
 from datamodules import FramePairsDataModule
-from datamodules.frame_pairs import InputError, MissingInputError
+from errors import InputError, MissingInputError
 from lightning_modules import VAE, DenoiserModule, VAEModule
 
 ROOT = Path(__file__).resolve().parents[1]

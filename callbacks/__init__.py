@@ -1,5 +1,6 @@
 """Lightning callbacks."""
+from .checkpoint import ModelCheckpoint
 from .extrapolation import ExtrapolationCallback
 from .predict_writer import ExtrapolationWriter
 
-__all__ = ["ExtrapolationCallback", "ExtrapolationWriter"]
+__all__ = ["ExtrapolationCallback", "ExtrapolationWriter", "ModelCheckpoint"]

@@ -4,8 +4,8 @@
     python scripts/reproduce_table1.py --datasets rot --trials 2
 
 For each dataset it trains the denoiser (`configs/<ds>.yaml`) and the VAE (`configs/vae_<ds>.yaml`)
-through `train.py fit` unless `runs/<exp>/checkpoints/last.ckpt` is already finished (an unfinished
-one is resumed), then rolls out tangent (Alg. 1), linear (Alg. 2) and latent (Alg. 3) with the
+through `train.py fit` unless the experiment's newest checkpoint (`--ckpt_path last`) is already finished
+(an unfinished one is resumed), then rolls out tangent (Alg. 1), linear (Alg. 2) and latent (Alg. 3) with the
 extrapolation settings of the config's `ExtrapolationCallback` (paper appendix A.6), `--trials`
 seeds each, and writes `results/table1.csv`, `results/table1.md` and the figures. Finished cells
 are cached in `results/cells/` so an interrupted run picks up where it stopped.
@@ -42,13 +42,19 @@ def log(msg: str) -> None:
 
 
 def last_checkpoint(config: Path) -> Path:
-    """`<dirpath>/last.ckpt` of the config's ModelCheckpoint (relative to the repo root)."""
-    import yaml
+    """What `--ckpt_path last` loads for `config`: the newest complete checkpoint of its experiment
+    (`run_folders.resolve_checkpoint`), else `<experiment>/checkpoints/last.ckpt`, which does not exist."""
+    from cli import experiment_of_config_files
+    from errors import MissingInputError
+    from run_folders import resolve_checkpoint
 
-    for cb in yaml.safe_load(config.read_text())["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("ModelCheckpoint"):
-            return Path(cb["init_args"]["dirpath"]) / "last.ckpt"
-    raise ValueError(f"{config}: no ModelCheckpoint with a dirpath in trainer.callbacks")
+    experiment = experiment_of_config_files([config])
+    if experiment is None:
+        raise ValueError(f"{config}: no CSVLogger in trainer.logger names the experiment folder")
+    try:
+        return resolve_checkpoint("last", experiment)
+    except MissingInputError:
+        return experiment / "checkpoints" / "last.ckpt"
 
 
 def finished(ckpt: Path, config: Path, train_args: list[str]) -> bool:
@@ -80,10 +86,12 @@ def train(config: Path, experiment: str, args) -> Path:
         # the table's rollouts run in `test` below; during training only the cheap baseline is tracked
         cmd += ["--trainer.callbacks.init_args.methods=[linear]"]
     if args.csv_only:
-        cmd += csv_logger_args(ckpt.parents[2], experiment)
+        runs_root = ckpt.parents[3] if ckpt.parents[1].name.startswith("version_") else ckpt.parents[2]
+        cmd += csv_logger_args(runs_root, experiment)
     cmd += args.train_args
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
+    ckpt = last_checkpoint(config)  # the run just trained wrote into its own version folder
     if not ckpt.exists():
         raise FileNotFoundError(f"{experiment}: training ended without writing {ckpt}")
     log(f"{experiment}: trained in {time.time() - t0:.0f} s")

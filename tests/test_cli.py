@@ -68,35 +68,51 @@ def test_fit_fast_dev_run_every_config(name, strips):
 
 
 @pytest.mark.parametrize("name", ["rot", "vae_weizmann"])
-def test_fit_resume_and_test(name, strips, tmp_path):
+def test_fit_resume_and_test(name, strips, tmp_path, caplog):
+    """Each run its own version folder; `--ckpt_path last` is the experiment's newest checkpoint for fit and test."""
+    import logging
+
     import wandb
 
-    exp = f"tiny_{name}"
+    caplog.set_level(logging.INFO)
+    exp = tmp_path / "runs" / f"tiny_{name}"
     base = _args(name, strips, tiny=True)
     cli = train.main(["fit", *base])
     steps_per_epoch = cli.trainer.global_step
-    ckpt = tmp_path / "runs" / exp / "checkpoints" / "last.ckpt"
+    ckpt = exp / "version_0" / "checkpoints" / "last.ckpt"
     assert steps_per_epoch > 0 and ckpt.is_file()
-    assert (tmp_path / "runs" / exp / "version_0" / "metrics.csv").is_file()
-    assert list((tmp_path / "runs" / exp / "wandb").glob("offline-run-*"))
+    assert (exp / "version_0" / "checkpoints" / f"epoch=0-step={steps_per_epoch}.ckpt").is_file()
+    assert (exp / "version_0" / "metrics.csv").is_file() and (exp / "version_0" / "config.yaml").is_file()
+    assert list((exp / "version_0" / "wandb").glob("offline-run-*"))  # W&B beside the CSV logs
     wandb.finish()
 
     cli = train.main(["fit", *base, "--trainer.max_epochs=2", "--ckpt_path", "last"])
+    assert f"fit: resuming from {Path('runs', f'tiny_{name}', 'version_0', 'checkpoints', 'last.ckpt')}" in caplog.text
     assert cli.trainer.current_epoch == 2
     assert cli.trainer.global_step == 2 * steps_per_epoch  # one more epoch, not two
     adam = cli.trainer.optimizers[0]
     state = adam.state[next(iter(cli.model.parameters()))]
     assert int(state["step"]) == 2 * steps_per_epoch  # optimiser state came from the checkpoint
+    assert cli.trainer.log_dir == str(Path("runs", f"tiny_{name}", "version_1"))  # a folder of its own
+    newest = exp / "version_1" / "checkpoints" / "last.ckpt"
+    assert newest.is_file() and ckpt.is_file()  # the resumed run left version_0's files alone
+    assert sorted(p.name for p in (exp / "version_1" / "checkpoints").iterdir()) == [
+        f"epoch=1-step={2 * steps_per_epoch}.ckpt", "last.ckpt"]  # no last-v1.ckpt
     wandb.finish()
 
-    cli = train.main(["test", *base, "--ckpt_path", str(ckpt)])
+    caplog.clear()
+    cli = train.main(["test", *base, "--ckpt_path", "last"])
+    assert "test: loading runs/tiny_%s/version_1/checkpoints/last.ckpt (run runs/tiny_%s/version_1, epoch 1, step %d)" % (
+        name, name, 2 * steps_per_epoch) in caplog.text
+    assert cli.trainer.ckpt_path == str(Path("runs", f"tiny_{name}", "version_1", "checkpoints", "last.ckpt"))
     metrics = cli.trainer.callback_metrics
     assert "test/loss" in metrics and torch.isfinite(metrics["test/loss"])
     if name == "rot":
         assert {"test/psnr_15", "test/psnr_25", "test/psnr_50"} <= set(metrics)
+    assert (exp / "version_2" / "config.yaml").is_file()
 
     # the CLI stores the network as a class_path dict: plain load_from_checkpoint rebuilds it
-    loaded = type(cli.model).load_from_checkpoint(ckpt)
+    loaded = type(cli.model).load_from_checkpoint(newest)
     assert type(loaded.network) is type(cli.model.network)
     for a, b in zip(loaded.state_dict().values(), cli.model.state_dict().values()):
         torch.testing.assert_close(a, b)
@@ -114,7 +130,7 @@ def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch):
     cli = train.main(["fit", *_args("rot", None, tiny=True), "--trainer.limit_train_batches=1",
                       "--trainer.limit_val_batches=1"])
     assert cli.trainer.loggers[1].experiment.settings.mode == "offline"
-    assert list((tmp_path / "runs" / "tiny_rot" / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "runs" / "tiny_rot" / "version_0" / "wandb").glob("offline-run-*"))
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("**/*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))

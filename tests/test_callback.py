@@ -211,7 +211,7 @@ def test_latent_method_with_vae(tmp_path):
 
     # a denoiser run compares the methods with the VAE from its checkpoint
     cb = ExtrapolationCallback(methods=("linear", "latent"), steps=STEPS, vae_eta=0.5,
-                               vae_checkpoint=str(tmp_path / "vae" / "last.ckpt"), num_media_videos=1)
+                               vae_checkpoint=str(tmp_path / "vae"), num_media_videos=1)  # a folder: its newest
     trainer = make_trainer(tmp_path / "d", cb, wandb_logger=False, num_sanity_val_steps=0)
     trainer.fit(make_denoiser(), make_dm())
     for method in ("linear", "latent"):

@@ -119,6 +119,9 @@ class CLI(LightningCLI):
             if user_error(err) is not None:
                 self._remove_empty_run()
             raise
+        else:  # e.g. fast_dev_run: no logger, no checkpoint, no config written
+            if self.run_dir is not None and self._created and not any(p.is_file() for p in self.run_dir.rglob("*")):
+                self._remove_run_folder()
         finally:
             if self._created:  # the DDP processes launched by this run have read it by now
                 os.environ.pop(RUN_DIR_ENV, None)
@@ -177,8 +180,8 @@ class CLI(LightningCLI):
         if inherited:  # a DDP process launched by the run that chose the folder
             self.run_dir = Path(inherited)
         else:
-            if not self.experiment.exists():
-                self._created.append(self.experiment)
+            missing = [p for p in (self.experiment, *self.experiment.parents) if not p.exists()]
+            self._created.extend(reversed(missing))  # outermost first
             self.run_dir = new_version_dir(self.experiment)
             self._created.append(self.run_dir)
             os.environ[RUN_DIR_ENV] = str(self.run_dir)
@@ -244,14 +247,15 @@ class CLI(LightningCLI):
         except RuntimeError as err:
             if "Error(s) in loading state_dict" not in str(err) or self.checkpoint is None:
                 raise
-            first = str(err).splitlines()[0]
-            raise InputError(f"--ckpt_path {self.checkpoint} does not fit the config's model "
-                             f"({first.strip()}): pass the training config of that checkpoint") from err
+            detail = " ".join(line.strip() for line in str(err).splitlines()[:2])
+            detail = detail if len(detail) <= 160 else detail[:157] + "..."
+            raise InputError(f"--ckpt_path {self.checkpoint} does not fit the config's model ({detail}); "
+                             f"pass the training config of that checkpoint") from err
 
     def _remove_empty_run(self) -> None:
-        """After a user error: remove the run folder (and the experiment folder) this process created,
-        unless a checkpoint was written into it."""
-        if not self._created or RUN_DIR_ENV not in os.environ:
+        """After a user error: remove the run folder this process created, unless a checkpoint was written
+        into it (and the experiment folders it created, if they are empty then)."""
+        if not self._created or self.run_dir is None or any(self.run_dir.rglob("*.ckpt")):
             return
         try:  # end the W&B run first: its process writes into the folder
             import contextlib
@@ -264,11 +268,13 @@ class CLI(LightningCLI):
                     wandb.finish(exit_code=2)  # quietly: its `wandb sync` hint is for a run about to go
         except Exception:  # noqa: BLE001 - cleaning up must not hide the user's error
             pass
-        for folder in reversed(self._created):
-            if folder.is_dir() and not any(folder.rglob("*.ckpt")):
-                if folder == self.experiment and any(folder.iterdir()):
-                    continue
-                shutil.rmtree(folder, ignore_errors=True)
+        self._remove_run_folder()
+
+    def _remove_run_folder(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        for folder in reversed(self._created):  # the experiment folders this run created, if empty now
+            if folder != self.run_dir and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 # ---------------------------------------------------------------------- errors

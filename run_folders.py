@@ -110,8 +110,9 @@ def checkpoint_info(path: str | Path) -> dict:
         raise broken(f"cannot be read: {str(e).splitlines()[0]}") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise broken(f"cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise broken("a PyTorch file, but no Lightning checkpoint: it has no state_dict")
+    missing = [k for k in ("state_dict", "pytorch-lightning_version") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise broken(f"a PyTorch file, but no Lightning checkpoint: it has no {' or '.join(missing)}")
     return {"epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
 
 

@@ -59,6 +59,8 @@ class ModelCheckpoint(_ModelCheckpoint):
         with deferred_sigint():
             super().on_validation_end(*args, **kwargs)
 
-    def on_train_end(self, *args, **kwargs) -> None:
+    def on_train_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.fast_dev_run:  # Lightning 2.6 would save last.ckpt of a smoke run here: it must not become "last"
+            return
         with deferred_sigint():
-            super().on_train_end(*args, **kwargs)
+            super().on_train_end(trainer, *args, **kwargs)

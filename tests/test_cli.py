@@ -62,6 +62,7 @@ def _args(name, strips, tiny):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fit_fast_dev_run_every_config(name, strips):
     cli = train.main(["fit", *_args(name, strips, tiny=False), "--trainer.fast_dev_run=1"])
+    assert not Path("runs").exists()  # a smoke run writes nothing: no checkpoint that `last` could pick up
     metrics = cli.trainer.callback_metrics
     assert "train/loss" in metrics and "val/loss" in metrics
     assert torch.isfinite(metrics["val/loss"])
@@ -81,7 +82,8 @@ def test_fit_resume_and_test(name, strips, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     exp = tmp_path / "runs" / f"tiny_{name}"
     base = _args(name, strips, tiny=True)
-    cli = train.main(["fit", *base])
+    cli = train.main(["fit", *base, "--ckpt_path", "last"])
+    assert f"no checkpoint of runs/tiny_{name} yet; training from random weights" in caplog.text
     steps_per_epoch = cli.trainer.global_step
     ckpt = exp / "version_0" / "checkpoints" / "last.ckpt"
     assert steps_per_epoch > 0 and ckpt.is_file()
@@ -196,6 +198,16 @@ def test_evaluation_needs_a_loaded_checkpoint(sub, tmp_path, capsys):
         assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
         assert re.search(expected, errors[0]), errors[0]
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys):
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.0"},
+               tmp_path / "other.ckpt")
+    rc, errors, err = _run(["test", "--config", str(ROOT / "configs/tiny/rot.yaml"), "--ckpt_path", "other.ckpt"], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"--ckpt_path other.ckpt does not fit the config's model \(Error\(s\) in loading state_dict for "
+                     r"DenoiserModule: Missing key", errors[0]), errors[0]
+    assert _runs(tmp_path) == []
 
 
 def _truncated_idx(folder: Path) -> Path:

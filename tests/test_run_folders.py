@@ -19,7 +19,8 @@ from run_folders import checkpoint_info, new_version_dir, newest_checkpoint, res
 
 def _ckpt(path: Path, epoch: int, mtime: float | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": epoch, "global_step": 10 * epoch}, path)
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": epoch, "global_step": 10 * epoch,
+                "pytorch-lightning_version": "2.6.0"}, path)
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
@@ -75,7 +76,7 @@ def test_checkpoint_errors_say_what_and_where(tmp_path):
     assert "weights_only" not in str(err.value)
     plain = tmp_path / "plain.ckpt"
     torch.save({"w": torch.zeros(2)}, plain)
-    with pytest.raises(InputError, match="no Lightning checkpoint: it has no state_dict"):
+    with pytest.raises(InputError, match="no Lightning checkpoint: it has no state_dict or pytorch-lightning_version"):
         checkpoint_info(plain)
 
 

@@ -193,7 +193,7 @@ class CLI(LightningCLI):
             from jsonargparse import Namespace
 
             loggers = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
-                save_dir=str(self.experiment.parent), name=self.experiment.name))]
+                save_dir=str(self.experiment.parent), name=self.experiment.name, version=self.run_dir.name))]
         kept = []
         for lg in loggers:
             args = lg.init_args
@@ -209,17 +209,12 @@ class CLI(LightningCLI):
                 if folder == self.experiment:
                     args.version = self.run_dir.name
             kept.append(lg)
-        if isinstance(trainer.get("logger"), bool) and not trainer.logger:
-            pass  # --trainer.logger=false stays off
-        else:
-            trainer.logger = kept if kept else False
+        trainer.logger = kept or False  # --trainer.logger=false (or only W&B in predict): no logger
 
         callbacks = _entries(trainer.get("callbacks"))
-        if not kept or trainer.logger is False:
-            dropped = [c for c in callbacks if _is(c, "LearningRateMonitor")]
-            if dropped:  # it refuses to run without a logger
-                callbacks = [c for c in callbacks if not _is(c, "LearningRateMonitor")]
-                rank_zero_info("no logger: LearningRateMonitor left out")
+        if not kept and any(_is(c, "LearningRateMonitor") for c in callbacks):  # it refuses to run without one
+            callbacks = [c for c in callbacks if not _is(c, "LearningRateMonitor")]
+            rank_zero_info("no logger: LearningRateMonitor left out")
         for cb in callbacks:
             if _is(cb, "ModelCheckpoint") and cb.init_args.get("dirpath") is None:
                 cb.init_args.dirpath = str(self.run_dir / "checkpoints")

@@ -1,5 +1,6 @@
 """Lightning callbacks."""
+from .checkpoint import ModelCheckpoint
 from .rollout_metrics import ExtrapolationCallback
 from .predict_writer import ExtrapolationWriter
 
-__all__ = ["ExtrapolationCallback", "ExtrapolationWriter"]
+__all__ = ["ExtrapolationCallback", "ExtrapolationWriter", "ModelCheckpoint"]

@@ -12,7 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
-from datamodules.frame_pairs import InputError, expected_frame_shape
+from datamodules.frame_pairs import expected_frame_shape
+from errors import InputError
 from extrapolation import Models, SettingsError, rollout, video_generators
 
 from .media import SEPARATOR, auto_scale, to_uint8, write_video

@@ -42,7 +42,8 @@ class ExtrapolationCallback(Callback):
             such as "25/255") to tangent and linear; `k` and `solver` (replaces the file's solver:
             `tangent_rollout` keywords) to tangent; `vae_eta` to latent. Bad values raise a
             `SettingsError` here; `k` is checked against the frame size when the trainer sets up.
-        vae_checkpoint: VAEModule checkpoint, for comparing all three methods in one run.
+        vae_checkpoint: VAEModule checkpoint, for comparing all three methods in one run: a file, or an
+            experiment folder such as `runs/vae_rot` for its newest checkpoint (`run_folders.resolve_checkpoint`).
         trials: rollouts per video after validation; `test_trials` in `trainer.test` (paper: 5).
         seed: noise seed. Video `v` of trial `t` draws from its own generator seeded by (seed, t, v)
             (`extrapolation.evaluate`), so the numbers do not depend on the number of devices.
@@ -238,15 +239,22 @@ class ExtrapolationCallback(Callback):
         return methods
 
     def _load_vae(self, pl_module: LightningModule) -> LightningModule | None:
-        if self.vae_checkpoint is None or not Path(self.vae_checkpoint).is_file():
-            # configs name the VAE run's last.ckpt: train that first to compare all three methods
-            self._warn_once("latent", f"ExtrapolationCallback: method 'latent' needs a VAE checkpoint "
-                                      f"(vae_checkpoint={self.vae_checkpoint!r} not found); skipped")
-            return None
         if self._vae is None:
+            from errors import InputError
             from lightning_modules import VAEModule
+            from run_folders import describe, resolve_checkpoint
 
-            self._vae = VAEModule.load_from_checkpoint(self.vae_checkpoint, map_location=pl_module.device)
+            try:  # an experiment folder (configs: runs/vae_<dataset>) names its newest checkpoint
+                path = resolve_checkpoint(self.vae_checkpoint, setting="vae_checkpoint") if self.vae_checkpoint else None
+            except InputError as err:
+                path, reason = None, str(err)
+            else:
+                reason = "vae_checkpoint is not set"
+            if path is None:  # train the VAE config first to compare all three methods
+                self._warn_once("latent", f"ExtrapolationCallback: method 'latent' skipped: {reason}")
+                return None
+            rank_zero_info(f"ExtrapolationCallback: latent rollouts with the VAE {describe(path)}")
+            self._vae = VAEModule.load_from_checkpoint(path, map_location=pl_module.device)
             self._vae.freeze()
         return self._vae.to(pl_module.device)
 

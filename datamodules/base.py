@@ -6,6 +6,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from errors import InputError
+
 
 class FrameDataset(Dataset):
     """Frames `(N, C, H, W)`; item `i` is the tensor `frames[i]` alone (no label tuple)."""
@@ -47,13 +49,13 @@ class VideoDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's init args too (stored in checkpoints)
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(num_val_frames, int) or num_val_frames < 1:
-            raise ValueError(f"num_val_frames must be a positive integer, got {num_val_frames!r}")
+            raise InputError(f"num_val_frames must be a positive integer, got {num_val_frames!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+            raise InputError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         if not isinstance(split_seed, int):
-            raise ValueError(f"split_seed must be an integer, got {split_seed!r}")
+            raise InputError(f"split_seed must be an integer, got {split_seed!r}")
         self.batch_size = batch_size
         self.num_val_frames = num_val_frames
         self.split_seed = split_seed
@@ -94,7 +96,7 @@ class VideoDataModule(LightningDataModule):
         frames = self.load_frames()
         _check_range(frames, 4, "frames (N, C, H, W)")
         if self.num_val_frames >= len(frames):
-            raise ValueError(f"num_val_frames={self.num_val_frames} must be smaller than the "
+            raise InputError(f"num_val_frames={self.num_val_frames} must be smaller than the "
                              f"number of frames ({len(frames)}) so that training frames remain")
         order = torch.randperm(len(frames), generator=torch.Generator().manual_seed(self.split_seed))
         self.val_indices = order[: self.num_val_frames]

@@ -12,7 +12,7 @@ Size and channel policy (the denoiser is only meaningful on frames like its trai
   ratio is not kept).
 Missing files are reported in `setup()`; images are loaded in `predict_dataloader()`, after the
 checkpoint is restored, so a frame size the module restores from its checkpoint is seen. Every
-problem with the inputs raises `InputError` (a `ValueError`) with a one-line message.
+problem with the inputs raises `errors.InputError` (a `ValueError`) with a one-line message.
 """
 from __future__ import annotations
 
@@ -27,13 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-
-class InputError(ValueError):
-    """A problem with the user's inputs (files, sizes, checkpoint kind); the message says what to do."""
-
-
-class MissingInputError(InputError, FileNotFoundError):
-    """An input file that does not exist (both an `InputError` and a `FileNotFoundError`)."""
+from errors import InputError, MissingInputError
 
 
 def expected_frame_shape(module: nn.Module | None) -> tuple[int | None, int | None, int | None]:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from errors import InputError, MissingInputError
+
 from .base import VideoDataModule
 
 BUNDLED_FIRST10 = files("datamodules") / "resources" / "mnist-train-first10-images-idx3-ubyte"
@@ -28,11 +30,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (raw, or gzip-compressed when the name ends in `.gz`) into an array."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file {path} does not exist")
+        raise MissingInputError(f"IDX file {path} does not exist")
     try:
         data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:  # truncated or not gzip at all
-        raise ValueError(f"cannot read IDX file {path}: {e} (expected a complete "
+        raise InputError(f"cannot read IDX file {path}: {e} (expected a complete "
                          f"{'gzip-compressed ' if path.suffix == '.gz' else ''}IDX file)") from e
     return parse_idx(data, path)
 
@@ -40,18 +42,18 @@ def read_idx(path: str | Path) -> np.ndarray:
 def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     """Parse the bytes of an IDX file; `path` only names the source in error messages."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
-        raise ValueError(f"{path} is not an IDX file: magic number {data[:4].hex() or '(empty)'}, "
+        raise InputError(f"{path} is not an IDX file: magic number {data[:4].hex() or '(empty)'}, "
                          f"expected 0000 + a type byte in {sorted(hex(k) for k in _IDX_DTYPES)} "
                          f"+ a non-zero number of dimensions")
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path} is truncated: {len(data)} bytes, shorter than the "
+        raise InputError(f"{path} is truncated: {len(data)} bytes, shorter than the "
                          f"{header}-byte header of a {ndim}-d IDX file")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(f"{path} has {len(data)} bytes, expected {expected} for a {dtype} array "
+        raise InputError(f"{path} has {len(data)} bytes, expected {expected} for a {dtype} array "
                          f"of shape {shape} ({'truncated' if len(data) < expected else 'trailing data'})")
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -73,32 +75,32 @@ def load_mnist_train_images(indices: Sequence[int], data_dir: str | Path | None 
     """
     indices = list(indices)
     if not indices:
-        raise ValueError("indices is empty: expected at least one MNIST training-set index")
+        raise InputError("indices is empty: expected at least one MNIST training-set index")
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0:
-            raise ValueError(f"MNIST index {i!r} is not a non-negative integer")
+            raise InputError(f"MNIST index {i!r} is not a non-negative integer")
     if data_dir is None:
         too_big = [i for i in indices if i >= 10]
         if too_big:
-            raise ValueError(f"MNIST indices {too_big} need data_dir (a folder with {TRAIN_IMAGES}"
+            raise InputError(f"MNIST indices {too_big} need data_dir (a folder with {TRAIN_IMAGES}"
                              f"[.gz]): only the first ten training digits (indices 0-9) are bundled")
         source = "the bundled first ten MNIST digits"
         images = parse_idx(BUNDLED_FIRST10.read_bytes(), source)
     else:
         folder = Path(data_dir)
         if not folder.is_dir():
-            raise FileNotFoundError(f"MNIST data_dir {folder} does not exist or is not a folder")
+            raise MissingInputError(f"MNIST data_dir {folder} does not exist or is not a folder")
         candidates = [folder / f"{TRAIN_IMAGES}.gz", folder / TRAIN_IMAGES]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise FileNotFoundError(f"no MNIST training images in {folder}: expected "
+            raise MissingInputError(f"no MNIST training images in {folder}: expected "
                                     f"{candidates[0].name} or {candidates[1].name}")
         images, source = read_idx(path), str(path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{source} holds {images.dtype} {images.shape}, expected uint8 (N, 28, 28)")
+        raise InputError(f"{source} holds {images.dtype} {images.shape}, expected uint8 (N, 28, 28)")
     past = [i for i in indices if i >= len(images)]
     if past:
-        raise ValueError(f"MNIST indices {past} are past the end of {source} "
+        raise InputError(f"MNIST indices {past} are past the end of {source} "
                          f"({len(images)} images, valid indices 0-{len(images) - 1})")
     return images[indices]
 
@@ -167,7 +169,7 @@ class MNISTVideoDataModule(VideoDataModule):
                  num_frames: int = 100, **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+            raise InputError(f"num_frames must be a positive integer, got {num_frames!r}")
         self.indices = list(indices)
         self.data_dir = data_dir
         self.num_frames = num_frames

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from errors import InputError, MissingInputError
+
 from .base import VideoDataModule
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
@@ -50,16 +52,16 @@ def read_avi(path: str | Path) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise ValueError(f"{path} has no video stream (expected an .avi video)")
+                raise InputError(f"{path} has no video stream (expected an .avi video)")
             stream = container.streams.video[0]
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
             expected = stream.frames  # from the container header; 0 when unknown
     except av.error.FFmpegError as e:
-        raise ValueError(f"cannot decode video {path}: {e} (expected a readable .avi video)") from e
+        raise InputError(f"cannot decode video {path}: {e} (expected a readable .avi video)") from e
     if not frames:
-        raise ValueError(f"video {path} decodes to no frames (expected at least one)")
+        raise InputError(f"video {path} decodes to no frames (expected at least one)")
     if expected and len(frames) < expected:
-        raise ValueError(f"video {path} is truncated: decoded {len(frames)} of the {expected} "
+        raise InputError(f"video {path} is truncated: decoded {len(frames)} of the {expected} "
                          f"frames its header announces")
     return np.stack(frames)
 
@@ -72,10 +74,10 @@ def read_strip(path: str | Path) -> np.ndarray:
             im.load()
             rgb = np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image strip {path}: {e} (expected a complete image file)") from e
+        raise InputError(f"cannot read image strip {path}: {e} (expected a complete image file)") from e
     H, W = rgb.shape[:2]
     if H == 0 or W % H:
-        raise ValueError(f"image strip {path} is {W}x{H} px (width x height): expected the width "
+        raise InputError(f"image strip {path} is {W}x{H} px (width x height): expected the width "
                          f"to be a multiple of the height (square frames side by side)")
     return np.ascontiguousarray(rgb.reshape(H, W // H, H, 3).transpose(1, 0, 2, 3))
 
@@ -83,7 +85,7 @@ def read_strip(path: str | Path) -> np.ndarray:
 def _avi_performer_action(path: Path) -> tuple[str, str]:
     person, sep, action = path.stem.partition("_")
     if not sep or not person or not action:
-        raise ValueError(f"video file name {path.name} ({path}) does not follow "
+        raise InputError(f"video file name {path.name} ({path}) does not follow "
                          f"<person>_<action>.avi (e.g. daria_walk.avi)")
     stripped = action.rstrip("0123456789")
     if action not in WEIZMANN_ACTIONS and stripped in WEIZMANN_ACTIONS:
@@ -136,21 +138,21 @@ class WeizmannDataModule(VideoDataModule):
         super().__init__(batch_size=batch_size, num_val_frames=num_val_frames,
                          split_seed=split_seed, num_workers=num_workers)
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+            raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if isinstance(clips, str) and clips not in CLIP_RULES:
-            raise ValueError(f"clips must be one of {CLIP_RULES} or a list of sequence names, got {clips!r}")
+            raise InputError(f"clips must be one of {CLIP_RULES} or a list of sequence names, got {clips!r}")
         for name, value, low in (("clip_length", clip_length, 1), ("clip_start", clip_start, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
         if num_clips is not None and (isinstance(num_clips, bool) or not isinstance(num_clips, int)
                                       or num_clips < 1):
-            raise ValueError(f"num_clips must be a positive integer or None, got {num_clips!r}")
+            raise InputError(f"num_clips must be a positive integer or None, got {num_clips!r}")
         if isinstance(frame_size, int) and not isinstance(frame_size, bool):
             frame_size = (frame_size, frame_size)
         if frame_size is not None:
             frame_size = tuple(frame_size)
             if len(frame_size) != 2 or not all(isinstance(s, int) and s > 0 for s in frame_size):
-                raise ValueError(f"frame_size must be a positive int, (height, width) or None, "
+                raise InputError(f"frame_size must be a positive int, (height, width) or None, "
                                  f"got {frame_size!r}")
         self.data_dir = Path(data_dir)
         self.layout = layout
@@ -165,7 +167,8 @@ class WeizmannDataModule(VideoDataModule):
     # --- reading ------------------------------------------------------------------------------
     def _sources(self) -> tuple[str, list[Path]]:
         if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"Weizmann data_dir {self.data_dir} does not exist or is not a folder")
+            raise MissingInputError(f"Weizmann data_dir {self.data_dir} does not exist or is not a folder (the configs "
+                                    f"read $WEIZMANN_DIR, else data/weizmann; or pass --data.init_args.data_dir)")
         avis = _candidates(self.data_dir, {".avi"}) if self.layout in ("auto", "avi") else []
         if avis:
             return "avi", avis
@@ -174,7 +177,7 @@ class WeizmannDataModule(VideoDataModule):
             return "strips", images
         wanted = {"avi": ".avi videos", "strips": "image strips",
                   "auto": ".avi videos or image strips"}[self.layout]
-        raise FileNotFoundError(f"no {wanted} in {self.data_dir} (looked in the folder and its "
+        raise MissingInputError(f"no {wanted} in {self.data_dir} (looked in the folder and its "
                                 f"immediate subfolders; image suffixes {sorted(IMAGE_SUFFIXES)})")
 
     def _to_tensor(self, frames: np.ndarray) -> Tensor:
@@ -201,7 +204,7 @@ class WeizmannDataModule(VideoDataModule):
             available = sorted({e[2] for e in entries}, key=_natural_key)
             missing = [a for a in self.actions if a not in available]
             if missing:
-                raise ValueError(f"actions {missing} not found in {self.data_dir} "
+                raise InputError(f"actions {missing} not found in {self.data_dir} "
                                  f"(layout {layout}); available actions: {available}")
             entries = [e for e in entries if e[2] in self.actions]
         read = read_avi if layout == "avi" else read_strip
@@ -229,7 +232,7 @@ class WeizmannDataModule(VideoDataModule):
             tensors.append(self._to_tensor(frames))
         shapes = {tuple(t.shape[1:]) for t in tensors}
         if len(shapes) > 1:
-            raise ValueError(f"frames in {self.data_dir} differ in size {sorted(shapes)}: set "
+            raise InputError(f"frames in {self.data_dir} differ in size {sorted(shapes)}: set "
                              f"frame_size to resize them to one size")
         self._sequences = tensors
         self.layout_used = layout
@@ -240,7 +243,7 @@ class WeizmannDataModule(VideoDataModule):
         if isinstance(self.clips, list):
             unknown = [c for c in self.clips if c not in names]
             if unknown:
-                raise ValueError(f"clips {unknown} are not sequences of {self.data_dir}; expected "
+                raise InputError(f"clips {unknown} are not sequences of {self.data_dir}; expected "
                                  f"names among {names}")
             chosen = [names.index(c) for c in self.clips]
         elif self.clips == "per_sequence":
@@ -264,7 +267,7 @@ class WeizmannDataModule(VideoDataModule):
         end = self.clip_start + self.clip_length
         short = [names[j] for j in chosen if self.sequence_lengths[j] < end]
         if short:
-            raise ValueError(f"sequences {short} have fewer than clip_start + clip_length = {end} "
+            raise InputError(f"sequences {short} have fewer than clip_start + clip_length = {end} "
                              f"frames (lengths {[self.sequence_lengths[names.index(s)] for s in short]})")
         return chosen
 

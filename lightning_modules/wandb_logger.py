@@ -1,11 +1,16 @@
-"""Lightning's WandbLogger that goes offline by itself when no W&B credentials are configured.
+"""Lightning's WandbLogger that goes offline by itself when no W&B credentials are configured, or
+when the W&B server cannot be reached.
 
 Without a key and without ``WANDB_MODE``, wandb fails after a few seconds ("No API key
-configured") or prompts; offline it writes ``<save_dir>/wandb/offline-run-*`` to sync later.
+configured") or prompts; with a key but no reachable server it retries for about 100 s and then
+fails. Offline it writes ``<save_dir>/wandb/offline-run-*`` to sync later.
 """
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import urllib.parse
 from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger as _WandbLogger
@@ -39,6 +44,49 @@ def has_wandb_credentials() -> bool:
     return False
 
 
+PROBE_SECONDS = 3.0  # how long a TCP connection to the W&B server may take before the run goes offline
+
+
+def wandb_base_url() -> str:
+    """The W&B server this process would talk to (``WANDB_BASE_URL``, wandb's settings, else api.wandb.ai)."""
+    url = os.environ.get("WANDB_BASE_URL")
+    if not url:
+        try:
+            from wandb.sdk import wandb_setup
+
+            url = wandb_setup.singleton().settings.base_url
+        except Exception:  # noqa: BLE001 - a wandb without these internals
+            url = None
+    return url or "https://api.wandb.ai"
+
+
+def unreachable(url: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why no TCP connection to `url`'s host opens within `timeout` seconds (name lookup included), or None."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return f"not a URL: {url!r}"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"bad port in {url!r}"
+    result: list[str | None] = []
+
+    def probe():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as e:
+            result.append(e.strerror or type(e).__name__)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a name lookup ignores the socket's timeout
+    thread.start()
+    thread.join(timeout + 0.5)
+    if not result:
+        return f"no answer within {timeout:.0f} s"
+    return result[0]
+
+
 class WandbLogger(_WandbLogger):
     """``lightning.pytorch.loggers.WandbLogger``, offline by itself when there are no credentials.
 
@@ -59,9 +107,12 @@ class WandbLogger(_WandbLogger):
         if env_mode and "mode" not in kwargs and not offline:
             # explicit: wandb reads its environment once per process, so a later change would be missed
             kwargs["mode"] = "offline" if env_mode == "dryrun" else env_mode
+        self._offline_reason = "no credentials configured"
         if offline or self._auto_offline:
             if log_model:
-                raise ValueError("log_model needs an online W&B run (offline, or no credentials configured)")
+                from errors import InputError
+
+                raise InputError("log_model needs an online W&B run (offline, or no credentials configured)")
             kwargs.setdefault("mode", "offline")
         super().__init__(*args, log_model=log_model, **kwargs)
         if self._wandb_init.get("anonymous") is None:
@@ -70,16 +121,40 @@ class WandbLogger(_WandbLogger):
 
     @property
     def experiment(self):
+        if self._experiment is None and rank_zero_only.rank == 0:
+            save_dir = self._wandb_init.get("dir")
+            if save_dir:
+                os.makedirs(save_dir, exist_ok=True)  # else wandb warns "git root ... does not exist"
+            self._check_server()
         run = super().experiment
         if self._auto_offline and not self._announced:
             self._announced = True
             self._announce(run)
         return run
 
+    def _check_server(self) -> None:
+        """An online run whose server does not answer within seconds: offline instead (or, when online was
+        asked for explicitly, one clear error) rather than wandb's 100 s of retries."""
+        mode = self._wandb_init.get("mode", "online")
+        if mode != "online" or self._auto_offline:
+            return
+        url = wandb_base_url()
+        why = unreachable(url)
+        if why is None:
+            return
+        if "mode" in self._wandb_init:  # WANDB_MODE=online or mode: online
+            from errors import InputError
+
+            raise InputError(f"W&B server {url} cannot be reached ({why}); set WANDB_MODE=offline "
+                             f"to log offline and upload later with `wandb sync`")
+        self._wandb_init["mode"] = "offline"
+        self._auto_offline = True
+        self._offline_reason = f"cannot reach {url} ({why})"
+
     @rank_zero_only
     def _announce(self, run) -> None:
         run_dir = getattr(run, "dir", None)  # .../wandb/offline-run-<time>-<id>/files
         if run_dir:
             folder = Path(run_dir).parent
-            rank_zero_info(f"W&B: no credentials configured, logging offline to {folder}; "
+            rank_zero_info(f"W&B: {self._offline_reason}, logging offline to {folder}; "
                            f"upload later with `wandb sync {folder}`")

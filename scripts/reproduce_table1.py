@@ -1,13 +1,13 @@
 """Reproduce the paper's Table 1: train (or reuse) every model, roll out every method, write results/.
 
     python scripts/reproduce_table1.py                      # all three datasets, 5 trials
-    python scripts/reproduce_table1.py --datasets rot --trials 2 --profile paper
+    python scripts/reproduce_table1.py --datasets rot --trials 2 --profiles paper
 
 For each dataset it trains the denoiser (`configs/<ds>.yaml`) and the VAE (`configs/vae_<ds>.yaml`)
-through `train.py fit` unless `runs/<exp>/checkpoints/last.ckpt` is already finished (an unfinished
-one is resumed), then loads both checkpoints and scores tangent (Alg. 1), linear (Alg. 2) and latent
-(Alg. 3) with `extrapolation.evaluate` at the settings of `--profile` (`selected` or `paper`, appendix
-A.6) in the dataset's settings file (the one its config's `ExtrapolationCallback` names), `--trials`
+through `train.py fit` unless the experiment's newest checkpoint (`--ckpt_path last`) is already finished
+(an unfinished one is resumed), then loads both checkpoints and scores tangent (Alg. 1), linear (Alg. 2) and latent
+(Alg. 3) with `extrapolation.evaluate` at the settings of each `--profiles` entry (`paper`: appendix A.6,
+`selected`: chosen on the selection videos) in the dataset's settings file, `--trials`
 seeds each, and writes `results/table1.csv`, `results/table1.md` and the figures. Finished cells
 are cached in `results/cells/` (reused while their profile, settings and trials match) so an
 interrupted run picks up where it stopped.
@@ -45,13 +45,19 @@ def log(msg: str) -> None:
 
 
 def last_checkpoint(config: Path) -> Path:
-    """`<dirpath>/last.ckpt` of the config's ModelCheckpoint (relative to the repo root)."""
-    import yaml
+    """What `--ckpt_path last` loads for `config`: the newest complete checkpoint of its experiment
+    (`run_folders.resolve_checkpoint`), else `<experiment>/checkpoints/last.ckpt`, which does not exist."""
+    from cli import experiment_of_config_files
+    from errors import MissingInputError
+    from run_folders import resolve_checkpoint
 
-    for cb in yaml.safe_load(config.read_text())["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("ModelCheckpoint"):
-            return Path(cb["init_args"]["dirpath"]) / "last.ckpt"
-    raise ValueError(f"{config}: no ModelCheckpoint with a dirpath in trainer.callbacks")
+    experiment = experiment_of_config_files([config])
+    if experiment is None:
+        raise ValueError(f"{config}: no CSVLogger in trainer.logger names the experiment folder")
+    try:
+        return resolve_checkpoint("last", experiment)
+    except MissingInputError:
+        return experiment / "checkpoints" / "last.ckpt"
 
 
 def settings_file(config: Path) -> Path:
@@ -130,10 +136,12 @@ def train(config: Path, experiment: str, args) -> Path:
         # the table's rollouts run in `test` below; during training only the cheap baseline is tracked
         cmd += ["--trainer.callbacks.init_args.methods=[linear]"]
     if args.csv_only:
-        cmd += csv_logger_args(ckpt.parents[2], experiment)
+        runs_root = ckpt.parents[3] if ckpt.parents[1].name.startswith("version_") else ckpt.parents[2]
+        cmd += csv_logger_args(runs_root, experiment)
     cmd += args.train_args
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
+    ckpt = last_checkpoint(config)  # the run just trained wrote into its own version folder
     if not ckpt.exists():
         raise FileNotFoundError(f"{experiment}: training ended without writing {ckpt}")
     log(f"{experiment}: trained in {time.time() - t0:.0f} s")

@@ -274,8 +274,8 @@ def test_latent_method_with_vae(tmp_path):
     assert "val/dtw_ssid/tangent" not in trainer.callback_metrics
 
     # a denoiser run compares the methods with the VAE from its checkpoint
-    cb = make_cb(methods=("linear", "latent"), vae_eta=0.5, vae_checkpoint=str(tmp_path / "vae" / "last.ckpt"),
-                 num_media_videos=1)
+    cb = make_cb(methods=("linear", "latent"), vae_eta=0.5, vae_checkpoint=str(tmp_path / "vae"),
+                 num_media_videos=1)  # a folder: its newest checkpoint
     trainer = make_trainer(tmp_path / "d", cb, wandb_logger=False, num_sanity_val_steps=0)
     trainer.fit(make_denoiser(), make_dm())
     for method in ("linear", "latent"):

@@ -1,4 +1,8 @@
-"""The configs through `train.main` in-process: fit, resume from `last`, test (cwd = tmp dir)."""
+"""The configs through `train.main` in-process: fit, resume from `last`, test (cwd = tmp dir); the one-line errors
+of `train.py` (`cli.run`); two fits at once."""
+import csv
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,7 @@ def _args(name, strips, tiny):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fit_fast_dev_run_every_config(name, strips):
     cli = train.main(["fit", *_args(name, strips, tiny=False), "--trainer.fast_dev_run=1"])
+    assert not Path("runs").exists()  # a smoke run writes nothing: no checkpoint that `last` could pick up
     metrics = cli.trainer.callback_metrics
     assert "train/loss" in metrics and "val/loss" in metrics
     assert torch.isfinite(metrics["val/loss"])
@@ -68,42 +73,67 @@ def test_fit_fast_dev_run_every_config(name, strips):
 
 
 @pytest.mark.parametrize("name", ["rot", "vae_weizmann"])
-def test_fit_resume_and_test(name, strips, tmp_path):
+def test_fit_resume_and_test(name, strips, tmp_path, caplog):
+    """Each run its own version folder; `--ckpt_path last` is the experiment's newest checkpoint for fit and test."""
+    import logging
+
     import wandb
 
-    exp = f"tiny_{name}"
+    caplog.set_level(logging.INFO)
+    exp = tmp_path / "runs" / f"tiny_{name}"
     base = _args(name, strips, tiny=True)
-    cli = train.main(["fit", *base])
+    cli = train.main(["fit", *base, "--ckpt_path", "last"])
+    assert f"no checkpoint of runs/tiny_{name} yet; training from random weights" in caplog.text
     steps_per_epoch = cli.trainer.global_step
-    ckpt = tmp_path / "runs" / exp / "checkpoints" / "last.ckpt"
+    ckpt = exp / "version_0" / "checkpoints" / "last.ckpt"
     assert steps_per_epoch > 0 and ckpt.is_file()
-    assert (tmp_path / "runs" / exp / "version_0" / "metrics.csv").is_file()
-    assert list((tmp_path / "runs" / exp / "wandb").glob("offline-run-*"))
+    assert (exp / "version_0" / "checkpoints" / f"epoch=0-step={steps_per_epoch}.ckpt").is_file()
+    assert (exp / "version_0" / "metrics.csv").is_file() and (exp / "version_0" / "config.yaml").is_file()
+    assert list((exp / "version_0" / "wandb").glob("offline-run-*"))  # W&B beside the CSV logs
     wandb.finish()
 
     cli = train.main(["fit", *base, "--trainer.max_epochs=2", "--ckpt_path", "last"])
+    assert f"fit: resuming from {Path('runs', f'tiny_{name}', 'version_0', 'checkpoints', 'last.ckpt')}" in caplog.text
     assert cli.trainer.current_epoch == 2
     assert cli.trainer.global_step == 2 * steps_per_epoch  # one more epoch, not two
     adam = cli.trainer.optimizers[0]
     state = adam.state[next(iter(cli.model.parameters()))]
     assert int(state["step"]) == 2 * steps_per_epoch  # optimiser state came from the checkpoint
+    assert cli.trainer.log_dir == str(Path("runs", f"tiny_{name}", "version_1"))  # a folder of its own
+    newest = exp / "version_1" / "checkpoints" / "last.ckpt"
+    assert newest.is_file() and ckpt.is_file()  # the resumed run left version_0's files alone
+    assert sorted(p.name for p in (exp / "version_1" / "checkpoints").iterdir()) == [
+        f"epoch=1-step={2 * steps_per_epoch}.ckpt", "last.ckpt"]  # no last-v1.ckpt
     wandb.finish()
 
-    cli = train.main(["test", *base, "--ckpt_path", str(ckpt)])
+    caplog.clear()
+    cli = train.main(["test", *base, "--ckpt_path", "last"])
+    assert "test: loading runs/tiny_%s/version_1/checkpoints/last.ckpt (run runs/tiny_%s/version_1, epoch 1, step %d)" % (
+        name, name, 2 * steps_per_epoch) in caplog.text
+    assert cli.trainer.ckpt_path == str(Path("runs", f"tiny_{name}", "version_1", "checkpoints", "last.ckpt"))
     metrics = cli.trainer.callback_metrics
     assert "test/loss" in metrics and torch.isfinite(metrics["test/loss"])
     if name == "rot":
         assert {"test/psnr_15", "test/psnr_25", "test/psnr_50"} <= set(metrics)
+    assert (exp / "version_2" / "config.yaml").is_file()
 
     # the CLI stores the network as a class_path dict: plain load_from_checkpoint rebuilds it
-    loaded = type(cli.model).load_from_checkpoint(ckpt)
+    loaded = type(cli.model).load_from_checkpoint(newest)
     assert type(loaded.network) is type(cli.model.network)
     for a, b in zip(loaded.state_dict().values(), cli.model.state_dict().values()):
         torch.testing.assert_close(a, b)
 
 
-def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch):
-    """No WANDB_MODE, no key: the config's WandbLogger logs offline instead of failing."""
+def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch, caplog, recwarn):
+    """No WANDB_MODE, no key: the config's WandbLogger logs offline instead of failing. The first screen carries
+    no noise: no W&B git-root warning, no Lightning tips, no deprecation warning of ours or Lightning's."""
+    import logging
+
+    import wandb
+
+    caplog.set_level(logging.INFO)
+    wandb_warnings = []
+    monkeypatch.setattr(wandb, "termwarn", lambda msg, *a, **k: wandb_warnings.append(msg))
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     home = tmp_path / "home"
@@ -114,7 +144,13 @@ def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch):
     cli = train.main(["fit", *_args("rot", None, tiny=True), "--trainer.limit_train_batches=1",
                       "--trainer.limit_val_batches=1"])
     assert cli.trainer.loggers[1].experiment.settings.mode == "offline"
-    assert list((tmp_path / "runs" / "tiny_rot" / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "runs" / "tiny_rot" / "version_0" / "wandb").glob("offline-run-*"))
+    assert "W&B: no credentials configured, logging offline" in caplog.text
+    assert not [w for w in wandb_warnings if "git root" in w], wandb_warnings
+    assert "Tip:" not in caplog.text
+    ours = [w for w in recwarn if "deprecat" in str(w.message).lower()
+            and (str(ROOT) in w.filename or "LeafSpec" in str(w.message))]  # the Leafspec one shows on every run
+    assert not ours, [f"{w.filename}: {w.message}" for w in ours]
 
 
 @pytest.mark.parametrize("config", sorted([*(ROOT / "configs").glob("**/*.yaml"), *(ROOT / "tests" / "configs").glob("*.yaml")]),
@@ -129,3 +165,191 @@ def test_last_checkpoint_is_the_latest_epoch(config):
         if cb["class_path"].endswith("ModelCheckpoint"):
             assert cb["init_args"].get("save_last") is True, config
             assert cb["init_args"].get("monitor") is None, f"{config}: monitor {cb['init_args']['monitor']!r}"
+
+
+# ---------------------------------------------------------------------- one clear line for user mistakes
+def _run(args, capsys):
+    """`train.py ARGS` in-process: (exit status, the `error:` lines, all of stderr)."""
+    import cli
+
+    rc = cli.run(args)
+    err = capsys.readouterr().err
+    return rc, [line for line in err.splitlines() if line.startswith("error:")], err
+
+
+def _runs(tmp_path):
+    return sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "runs").glob("*/version_*")) \
+        if (tmp_path / "runs").is_dir() else []
+
+
+@pytest.mark.parametrize("sub", ["test", "validate", "predict"])
+def test_evaluation_needs_a_loaded_checkpoint(sub, tmp_path, capsys):
+    """test / validate / predict never run random weights: no --ckpt_path, 'last' with nothing, a missing file."""
+    config = ["--config", str(ROOT / "tests/configs/vae_trans.yaml")]
+    if sub == "predict":
+        config = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict/rot.yaml"),
+                  "--data.pairs", "[[a.png, b.png]]"]
+    exp = "tiny_rot" if sub == "predict" else "tiny_vae_trans"
+    cases = {(): re.escape(f"{sub} needs trained weights: pass --ckpt_path last (the newest checkpoint of runs/{exp})"),
+             ("--ckpt_path", "last"): rf"--ckpt_path last: no complete checkpoint in runs/{exp}/version_\*/checkpoints/ "
+                                      rf"\(relative to {tmp_path}\)",
+             ("--ckpt_path", "nope.ckpt"): r"--ckpt_path nope.ckpt: no such checkpoint file or experiment folder"}
+    for extra, expected in cases.items():
+        rc, errors, err = _run([sub, *config, *extra], capsys)
+        assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+        assert re.search(expected, errors[0]), errors[0]
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys):
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.0"},
+               tmp_path / "other.ckpt")
+    rc, errors, err = _run(["test", "--config", str(ROOT / "tests/configs/rot.yaml"), "--ckpt_path", "other.ckpt"], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"--ckpt_path other.ckpt does not fit the config's model \(Error\(s\) in loading state_dict for "
+                     r"DenoiserModule: Missing key", errors[0]), errors[0]
+    assert _runs(tmp_path) == []
+
+
+def _truncated_idx(folder: Path) -> Path:
+    folder.mkdir()
+    header = (0x0803).to_bytes(4, "big") + (12).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (folder / "train-images-idx3-ubyte").write_bytes(header + bytes(28 * 28 * 11 + 5))
+    return folder
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--trainer.max_epochs=x"], r"--trainer.max_epochs: Expected a <class 'int'>; Given value: x"),
+    (["--model.init_args.loss_weighting=bogus"], r"--model \(lightning_modules.DenoiserModule\): .*loss_weighting.*bogus"),
+    (["--data.init_args.nope=1"], r"--data \(datamodules.RotatedMNISTDataModule\): Option 'nope' is not accepted"),
+    (["--data.init_args.batch_size=0"], r"batch_size must be a positive integer, got 0"),
+    (["--model.init_args.lr_schedule=bogus"], r"lr_schedule"),
+    (["--data.init_args.indices=[0,99]"], r"MNIST indices \[99\] need data_dir"),
+    (["--data.init_args.indices=[10]", "--data.init_args.data_dir=idx"], r"idx/train-images-idx3-ubyte has 8645 bytes, expected 9424 .*\(truncated\)"),
+    (["--trainer.callbacks.init_args.methods=[bogus]"], r"unknown methods \['bogus'\]"),
+])
+def test_user_mistakes_end_in_one_line(args, expected, tmp_path, capsys):
+    _truncated_idx(tmp_path / "idx")
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), *args], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(expected, errors[0]), errors[0]
+    assert _runs(tmp_path) == []  # a run that failed on its input leaves no folder behind
+
+
+def test_weizmann_data_folder_from_the_environment(strips, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WEIZMANN_DIR", raising=False)
+    rc, errors, _ = _run(["fit", "--config", str(ROOT / "tests/configs/weizmann.yaml")], capsys)
+    assert rc == 2 and re.search(r"data_dir data/weizmann does not exist .*WEIZMANN_DIR", errors[0]), errors
+    monkeypatch.setenv("WEIZMANN_DIR", str(strips))
+    for name in ("weizmann", "vae_weizmann"):
+        cli = train.main(run=False, args=["--config", str(ROOT / "configs" / f"{name}.yaml"), "--trainer.logger=false"])
+        assert Path(cli.datamodule.data_dir) == strips
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    import cli
+    from datamodules import RotatedMNISTDataModule
+
+    def broken(self):
+        raise ValueError("an internal mistake, not the user's")
+
+    monkeypatch.setattr(RotatedMNISTDataModule, "load_videos", broken)
+    with pytest.raises(ValueError, match="internal mistake"):
+        cli.run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml")])
+
+
+def test_fit_without_a_logger(tmp_path):
+    """--trainer.logger=false: no LearningRateMonitor crash; checkpoints and config still in the run folder."""
+    cli = train.main(["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), "--trainer.logger=false",
+                      "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                      "--trainer.callbacks.init_args.methods=[linear]"])
+    assert not cli.trainer.loggers
+    run = tmp_path / "runs" / "tiny_rot" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert not (run / "wandb").exists()
+
+
+# ---------------------------------------------------------------------- W&B without a reachable server
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns: connections are refused
+
+
+@pytest.fixture
+def unreachable_wandb(tmp_path, monkeypatch):
+    """A stale key and a W&B server that does not answer (a closed loopback port)."""
+    import wandb
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for var in ("WANDB_MODE", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "01234567")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    wandb.teardown()  # forget settings read from another test's environment
+    yield
+    wandb.finish()
+    wandb.teardown()
+
+
+def test_wandb_goes_offline_within_seconds_when_its_server_is_unreachable(tmp_path, unreachable_wandb):
+    import time
+
+    from lightning_modules import WandbLogger
+
+    start = time.perf_counter()
+    logger = WandbLogger(project="test", save_dir=str(tmp_path / "runs"))
+    run = logger.experiment
+    assert time.perf_counter() - start < 20  # wandb's own retries last about 100 s
+    assert run.settings.mode == "offline" and logger._offline_reason.startswith("cannot reach http://127.0.0.1:")
+
+
+def test_wandb_online_asked_for_but_unreachable_is_one_line(tmp_path, unreachable_wandb, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml")], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"W&B server http://127.0.0.1:\d+ cannot be reached .*set WANDB_MODE=offline", errors[0])
+    assert _runs(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- two fits at once
+@pytest.mark.slow  # 45 s on 2 busy cores (two processes import Lightning and train at once)
+def test_two_fits_at_once_keep_their_own_runs(tmp_path):
+    """Started together, two fits of one config get two version folders with their own config, metrics and
+    checkpoints; their first screen carries no noise (W&B git-root warning, Lightning tips, deprecations)."""
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
+    env.update(WANDB_MODE="offline", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    args = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1", "--trainer.callbacks.init_args.methods=[linear]",
+            "--trainer.enable_progress_bar=false"]
+    start = time.perf_counter()
+    procs = {lr: subprocess.Popen([sys.executable, str(ROOT / "train.py"), "fit", *args, f"--model.init_args.lr={lr}"],
+                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for lr in ("0.001", "0.002")}
+    outputs = {lr: p.communicate(timeout=300)[0] for lr, p in procs.items()}
+    assert all(p.returncode == 0 for p in procs.values()), outputs
+    runs = sorted((tmp_path / "runs" / "tiny_rot").iterdir())
+    assert [r.name for r in runs] == ["version_0", "version_1"]
+    lrs = []
+    for run in runs:
+        lrs.append(re.search(r"\n    lr: ([\d.e-]+)\n", (run / "config.yaml").read_text()).group(1))
+        with open(run / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert rows and any(r.get("train/loss") for r in rows) and all(r["epoch"] in ("", "0") for r in rows)
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+        assert len(list((run / "wandb").glob("offline-run-*"))) == 1
+    assert sorted(float(x) for x in lrs) == [0.001, 0.002]
+    for text in outputs.values():
+        for noise in ("git root", "Tip:", "LeafSpec", "Traceback", "exists and is not empty"):
+            assert noise not in text, text
+    print(f"two fits at once: {time.perf_counter() - start:.1f} s")

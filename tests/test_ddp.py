@@ -69,6 +69,8 @@ def run_fit(tmp_path: Path, name: str, devices: int) -> Path:
     env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # the launched rank reuses the folder the first process chose (RUN_DIR_ENV), it does not take another
+    assert [p.name for p in (tmp_path / "runs" / name).iterdir()] == ["version_0"]
     return tmp_path / "runs" / name / "version_0"
 
 

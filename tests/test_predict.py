@@ -13,7 +13,7 @@ from PIL import Image
 import train
 from callbacks import ExtrapolationWriter
 from datamodules import FramePairsDataModule
-from datamodules.frame_pairs import InputError, MissingInputError
+from errors import InputError, MissingInputError
 from lightning_modules import DenoiserModule, VAEModule
 from networks import VAE
 
@@ -63,7 +63,7 @@ def ckpt(tmp_path_factory) -> Path:
     finally:
         os.chdir(cwd)
         _finish_wandb()
-    path = d / "runs/tiny_rot/checkpoints/last.ckpt"
+    path = d / "runs/tiny_rot/version_0/checkpoints/last.ckpt"
     assert path.is_file()
     return path
 
@@ -132,6 +132,35 @@ def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
         assert (info["settings_file"], info["profile"], info["steps"]) == (SETTINGS, "selected", 3)
         assert info["eta"] == 1.0 and info["sigma"] == pytest.approx(25 / 255) and info["step"] == "linear"
     assert (out[0].parent / "config.yaml").is_file()  # the predict run's own config beside it
+
+
+def test_predict_last_is_the_checkpoint_test_loads(ckpt, pngs, monkeypatch, capsys):
+    """`--ckpt_path last` with the predict overlay (which drops the training callbacks) is the experiment's
+    newest checkpoint, as for fit and test; a predict that fails on its input leaves no run folder behind."""
+    import cli
+    from run_folders import resolve_checkpoint
+
+    fit_dir = ckpt.parents[4]  # <tmp>/runs/tiny_rot/version_0/checkpoints/last.ckpt
+    monkeypatch.chdir(fit_dir)
+    exp = Path("runs/tiny_rot")
+    before = sorted(exp.glob("version_*"))
+    base = ["predict", "--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict/rot.yaml"),
+            "--ckpt_path", "last", "--trainer.enable_progress_bar=false"]
+    c = cli.main([*base, "--data.pairs", f"[[{pngs[0]}, {pngs[1]}]]", "--trainer.callbacks.init_args.method=linear",
+                  "--trainer.callbacks.init_args.steps=3"])
+    assert Path(c.trainer.ckpt_path) == resolve_checkpoint("last", exp) == exp / "version_0" / "checkpoints" / "last.ckpt"
+    run = Path(c.trainer.log_dir)
+    assert run.parent == exp and run not in before
+    assert (run / "predictions" / "pair_000" / "frame_004.png").is_file()
+    assert not (run / "wandb").exists()  # predict logs nothing: no W&B run
+    capsys.readouterr()
+    after = sorted(exp.glob("version_*"))
+    for extra, expected in ((["--data.pairs", f"[[{pngs[0]}, nope.png]]"], "error: nope.png: no such file"),
+                            ([], "error: FramePairsDataModule: give exactly one of `pairs` (image files) or `video`")):
+        assert cli.run([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == expected, err
+        assert sorted(exp.glob("version_*")) == after  # no empty run folder
 
 
 def test_same_seed_same_frames_any_batching(model, pngs, tmp_path):

@@ -100,18 +100,16 @@ def test_bad_settings_fail_at_construction_in_one_line(bad, match):
     assert str(err.value).startswith("ExtrapolationCallback: ") and "\n" not in str(err.value)
 
 
-def test_bad_setting_in_a_config_stops_the_cli_before_training(tmp_path, monkeypatch):
-    """Through `train.py`: jsonargparse wraps the construction error; its cause is the one-line SettingsError."""
-    import train
+def test_bad_setting_in_a_config_stops_the_cli_before_training(tmp_path, monkeypatch, capsys):
+    """Through `train.py`: one `error:` line naming the setting, exit 2, nothing trained or written."""
+    import cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
     config = Path(__file__).parent / "configs" / "rot.yaml"
-    with pytest.raises(ValueError) as err:
-        train.main(["fit", "--config", str(config), "--trainer.callbacks.init_args.sigma=-1", "--trainer.logger=false"])
-    cause = err.value if isinstance(err.value, SettingsError) else err.value.__cause__
-    assert isinstance(cause, SettingsError)
-    assert str(cause) == "ExtrapolationCallback: tangent.sigma must be >= 0, got -1.0"
+    rc = cli.run(["fit", "--config", str(config), "--trainer.callbacks.init_args.sigma=-1", "--trainer.logger=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: ") and "tangent.sigma must be >= 0, got -1.0" in err[-1]
     assert not (tmp_path / "runs").exists()
 
 

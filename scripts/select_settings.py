@@ -91,6 +91,7 @@ def main(argv=None) -> None:
     p.add_argument("--settings", type=Path, default=None, help="default configs/extrapolation/<dataset>.yaml")
     p.add_argument("--out", type=Path, default=None, help="default results/selection_<dataset>.csv")
     p.add_argument("--write", action="store_true", help="write the winners into the settings file's `selected`")
+    p.add_argument("--append", action="store_true", help="keep the CSV's rows of the methods not run this time")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     import datamodules
@@ -132,6 +133,9 @@ def main(argv=None) -> None:
         chosen[method] = best[1]
         print(f"{method}: selected {describe(best[1])}, whole {best[0]:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.exists():
+        with open(out, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["method"] not in args.methods] + rows
     keys = ["dataset", "method", "step", "steps", "eta", "sigma_255", "k", "reencode", "trials", "whole", "whole_std",
             "cut", "cut_std", "worst_video", "seconds", "videos", "date", "machine"]
     with open(out, "w", newline="") as f:

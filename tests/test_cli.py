@@ -171,6 +171,8 @@ def test_every_config_composes(config):
     assert experiment_folder(cfg).parent == Path("runs") and (ROOT / cfg.extrapolation.settings).is_file()
     checkpoints = [cb for cb in cfg.trainer.callbacks if cb.class_path.endswith("ModelCheckpoint")]
     assert len(checkpoints) == (0 if overlay else 1)
+    if overlay:  # the writer reads the settings file of the training config's dataset
+        assert cfg.trainer.callbacks[-1].init_args.settings == "configs/extrapolation/rot.yaml"
     for cb in checkpoints:
         assert cb.init_args.save_last is True and cb.init_args.monitor is None, config
 
@@ -195,7 +197,7 @@ def test_evaluation_needs_a_loaded_checkpoint(sub, tmp_path, capsys):
     """test / validate / predict never run random weights: no --ckpt_path, 'last' with nothing, a missing file."""
     config = ["--config", str(ROOT / "tests/configs/vae_trans.yaml")]
     if sub == "predict":
-        config = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict/rot.yaml"),
+        config = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict.yaml"),
                   "--data.pairs", "[[a.png, b.png]]"]
     exp = "tiny_rot" if sub == "predict" else "tiny_vae_trans"
     cases = {(): re.escape(f"{sub} needs trained weights: pass --ckpt_path last (the newest checkpoint of runs/{exp})"),

@@ -3,7 +3,10 @@
 - Every run (fit, validate, test, predict) gets its own `runs/<experiment>/version_N/`, created atomically
   (`run_folders.new_version_dir`); the CSVLogger, the W&B logger, the checkpoints (`version_N/checkpoints/`),
   the media and `trainer.default_root_dir` all point at it. The experiment is the config's CSVLogger
-  `save_dir/name` (also with `--trainer.logger=false`: then it is read from the config files).
+  `save_dir/name`; without a logger, `runs/<experiment>`.
+- Configs compose: `configs/base.yaml` (what every experiment shares) comes first, then each `--config` and
+  option. Values may name other keys of the same config (`${dataset}`: omegaconf, resolved after merging), and
+  the extrapolation callback is the `extrapolation:` key, so a config overrides single settings of it.
 - `--ckpt_path last` is the newest complete checkpoint of the experiment (`run_folders.resolve_checkpoint`);
   a folder names the newest checkpoint in it. `validate`, `test` and `predict` refuse to run without a
   checkpoint; `fit --ckpt_path last` with none yet starts from random weights and says so. The run prints
@@ -25,13 +28,19 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks import ExtrapolationCallback
 from errors import InputError
-from run_folders import RUN_DIR_ENV, checkpoint_info, describe, new_version_dir, newest_checkpoint, resolve_checkpoint
+from run_folders import (RUN_DIR_ENV, RUNS, checkpoint_info, describe, new_version_dir, newest_checkpoint,
+                         resolve_checkpoint)
 
 NEEDS_WEIGHTS = ("validate", "test", "predict")
+BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
+# `${dataset}` in a config file names the key `dataset` of the same config, also in a subcommand's config
+set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
 _QUIET = ("💡 Tip:", "Loading `train_dataloader` to estimate number of stepping batches")
 
 
@@ -79,35 +88,30 @@ def _experiment_from_loggers(loggers: list) -> Path | None:
     return None
 
 
-def experiment_of_config_files(paths) -> Path | None:
-    """The experiment folder the YAML config files name (the last `trainer.logger` given wins)."""
-    import yaml
+def experiment_folder(cfg: Namespace) -> Path | None:
+    """The experiment folder of a parsed config: its CSVLogger's `save_dir/name`, else `runs/<experiment>`."""
+    trainer = cfg.get("trainer")
+    found = _experiment_from_loggers(_entries(trainer.get("logger"))) if trainer is not None else None
+    return found or (RUNS / cfg.experiment if cfg.get("experiment") else None)
 
-    loggers = None
-    for p in paths or []:
-        try:
-            data = yaml.safe_load(Path(str(p)).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        trainer = data.get("trainer") if isinstance(data, dict) else None
-        if isinstance(trainer, dict) and "logger" in trainer:
-            loggers = trainer["logger"]
-    if not loggers or isinstance(loggers, bool):
-        return None
-    loggers = loggers if isinstance(loggers, list) else [loggers]
-    for lg in loggers:
-        if isinstance(lg, dict) and str(lg.get("class_path", "")).split(".")[-1] in ("CSVLogger", "TensorBoardLogger"):
-            args = lg.get("init_args") or {}
-            return Path(args.get("save_dir") or ".") / (args.get("name") or "")
-    return None
+
+def load_config(args) -> Namespace:
+    """The config a `train.py` command line without a subcommand gives (`configs/base.yaml`, each `--config`,
+    each option), resolved and validated; nothing is built and no folder is created."""
+    return CLI(args=list(map(str, args)), run=False, parse_only=True).config
 
 
 class CLI(LightningCLI):
     """LightningCLI with a run folder per run and checked checkpoints (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, parse_only: bool = False, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # the run's own folder is always new
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
+        # base.yaml under every config; with subcommands, their parsers read it (the main one holds only the subcommand)
+        composed = {"parser_mode": "omegaconf+", "default_config_files": [str(BASE_CONFIG)]}
+        subcommands = {sub: dict(composed) for sub in self.subcommands()}
+        run = kwargs.get("run", True)
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+", **subcommands} if run else composed)
+        self._parse_only = parse_only
         self.experiment: Path | None = None
         self.run_dir: Path | None = None
         self.checkpoint: Path | None = None
@@ -115,6 +119,8 @@ class CLI(LightningCLI):
         _quiet_first_screen()
         try:
             super().__init__(*args, **kwargs)
+        except _Parsed:  # `load_config`: the config is all that was asked for
+            return
         except BaseException as err:
             if user_error(err) is not None:
                 self._remove_empty_run()
@@ -131,17 +137,26 @@ class CLI(LightningCLI):
         kwargs.setdefault("exit_on_error", False)  # parse errors become one line (`run`), not usage + 10 lines
         return super().init_parser(**kwargs)
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--dataset", type=str, required=True,
+                            help="the extrapolation settings configs/extrapolation/<dataset>.yaml (base.yaml)")
+        parser.add_argument("--experiment", type=str, help="runs/<experiment>/ holds the runs; the W&B run name")
+        # a key of its own (not an entry of trainer.callbacks): configs and options override single settings
+        parser.add_lightning_class_args(ExtrapolationCallback, "extrapolation")
+
     def parse_arguments(self, parser, args) -> None:
         try:
+            if self._parse_only:  # `load_config`: a script's own sys.argv is no mistake (LightningCLI warns)
+                self.config = parser.parse_args(args)
+                raise _Parsed
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             raise InputError(summarize_parse_error(str(err))) from None
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else self.config
-        trainer = cfg.get("trainer")
-        loggers = _entries(trainer.get("logger")) if trainer is not None else []
-        self.experiment = _experiment_from_loggers(loggers) or experiment_of_config_files(cfg.get("config"))
-        if self.experiment is None:  # no logger anywhere: Lightning's own default folder
+        self.experiment = experiment_folder(cfg)
+        if self.experiment is None:  # neither a logger nor an experiment name: Lightning's own default folder
+            trainer = cfg.get("trainer")
             root = (trainer.get("default_root_dir") if trainer is not None else None) or "."
             self.experiment = Path(root) / "lightning_logs"
         if sub:
@@ -190,8 +205,6 @@ class CLI(LightningCLI):
 
         loggers = _entries(trainer.get("logger"))
         if trainer.get("logger") in (None, True):  # Lightning's default logger, placed in the run folder
-            from jsonargparse import Namespace
-
             loggers = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
                 save_dir=str(self.experiment.parent), name=self.experiment.name, version=self.run_dir.name))]
         kept = []
@@ -270,6 +283,10 @@ class CLI(LightningCLI):
         for folder in reversed(self._created):  # the experiment folders this run created, if empty now
             if folder != self.run_dir and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+class _Parsed(Exception):
+    """Ends `CLI(parse_only=True)` once the config is parsed."""
 
 
 # ---------------------------------------------------------------------- errors

@@ -1,7 +1,7 @@
 """Run folders and checkpoints: one version folder per run, one meaning of "last".
 
-An experiment is a folder such as `runs/rot` (the CSVLogger's `save_dir/name` in a config). Every run of
-`train.py` gets its own `version_N` inside it, created atomically (`os.mkdir`), so runs started
+An experiment is a folder such as `runs/rot` (a config's `runs/<experiment>`: its CSVLogger's `save_dir/name`).
+Every run of `train.py` gets its own `version_N` inside it, created atomically (`os.mkdir`), so runs started
 together never share one. Everything a run writes lies in that folder:
 
     runs/<experiment>/version_N/
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from errors import InputError, MissingInputError
 
+RUNS = Path("runs")  # experiments without a logger that names another folder: runs/<experiment>
 VERSION = re.compile(r"^version_(\d+)$")
 # set by the process that chose the version folder, read by the DDP processes it launches
 RUN_DIR_ENV = "MANIFOLD_EXTRAPOLATION_RUN_DIR"

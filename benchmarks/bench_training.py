@@ -16,22 +16,21 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cli import load_config  # noqa: E402
 from lightning_modules import DenoiserModule, VAEModule  # noqa: E402
 from lightning_modules._common import build_network  # noqa: E402
 
 
 def _from_config(name: str):
-    cfg = yaml.safe_load((ROOT / "configs" / name).read_text())
-    init = dict(cfg["model"]["init_args"])
+    cfg = load_config(["--config", ROOT / "configs" / name])
+    init = cfg.model.init_args.as_dict()
     net = build_network(init.pop("network"))
-    cls = VAEModule if cfg["model"]["class_path"].endswith("VAEModule") else DenoiserModule
-    batch = (cfg.get("data") or {}).get("init_args", {}).get("batch_size", 128)
-    return cls(net, **init), batch
+    cls = VAEModule if cfg.model.class_path.endswith("VAEModule") else DenoiserModule
+    return cls(net, **init), cfg.data.init_args.batch_size
 
 
 def throughput(module, shape, batch: int, seconds: float) -> float:

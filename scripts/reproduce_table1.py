@@ -47,13 +47,11 @@ def log(msg: str) -> None:
 def last_checkpoint(config: Path) -> Path:
     """What `--ckpt_path last` loads for `config`: the newest complete checkpoint of its experiment
     (`run_folders.resolve_checkpoint`), else `<experiment>/checkpoints/last.ckpt`, which does not exist."""
-    from cli import experiment_of_config_files
+    from cli import experiment_folder, load_config
     from errors import MissingInputError
     from run_folders import resolve_checkpoint
 
-    experiment = experiment_of_config_files([config])
-    if experiment is None:
-        raise ValueError(f"{config}: no CSVLogger in trainer.logger names the experiment folder")
+    experiment = experiment_folder(load_config(["--config", config]))
     try:
         return resolve_checkpoint("last", experiment)
     except MissingInputError:
@@ -61,15 +59,11 @@ def last_checkpoint(config: Path) -> Path:
 
 
 def settings_file(config: Path) -> Path:
-    """The extrapolation settings file that `config`'s ExtrapolationCallback names (e.g. configs/extrapolation/rot.yaml)."""
-    import yaml
-
+    """The extrapolation settings file of `config`'s callback (`extrapolation.settings`, e.g. configs/extrapolation/rot.yaml)."""
     from callbacks.method_settings import settings_path
+    from cli import load_config
 
-    for cb in yaml.safe_load(config.read_text())["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("ExtrapolationCallback"):
-            return settings_path(cb["init_args"]["settings"]).resolve()
-    raise ValueError(f"{config}: no ExtrapolationCallback with a settings file in trainer.callbacks")
+    return settings_path(load_config(["--config", config]).extrapolation.settings).resolve()
 
 
 def data_args(indices: str | None = None, data_dir: str | None = None) -> list[str]:
@@ -110,9 +104,10 @@ def summary(whole, cut) -> dict:
 def finished(ckpt: Path, config: Path, train_args: list[str]) -> bool:
     """Whether `ckpt` holds the last epoch of `config`'s `trainer.max_epochs` (or its override)."""
     import torch
-    import yaml
 
-    max_epochs = yaml.safe_load(config.read_text())["trainer"]["max_epochs"]
+    from cli import load_config
+
+    max_epochs = load_config(["--config", config]).trainer.max_epochs
     for a in train_args:
         if a.startswith("--trainer.max_epochs="):
             max_epochs = int(a.split("=", 1)[1])
@@ -134,7 +129,7 @@ def train(config: Path, experiment: str, args) -> Path:
         log(f"{experiment}: training ({' '.join(cmd[2:])})")
     if not experiment.startswith("vae_"):
         # the table's rollouts run in `test` below; during training only the cheap baseline is tracked
-        cmd += ["--trainer.callbacks.init_args.methods=[linear]"]
+        cmd += ["--extrapolation.methods=[linear]"]
     if args.csv_only:
         runs_root = ckpt.parents[3] if ckpt.parents[1].name.startswith("version_") else ckpt.parents[2]
         cmd += csv_logger_args(runs_root, experiment)

@@ -4,8 +4,8 @@
         --data-dir ../shared/data/mnist --sigmas 15 25 40 --etas 0.5 0.75 1.0 --ks 2 4 \
         --solvers "" method=filter,power=2 --trials 3 --name selection_rot
 
-Each grid point starts from `--profile`'s settings in the dataset's settings file (the one its config's
-`ExtrapolationCallback` names, e.g. configs/extrapolation/rot.yaml) and overrides what the grid gives
+Each grid point starts from `--profile`'s settings in the dataset's settings file (its config's
+`extrapolation.settings`, e.g. configs/extrapolation/rot.yaml) and overrides what the grid gives
 (`MethodSettings.with_overrides`): tangent (Alg. 1) sigma x eta x k x solver, linear (Alg. 2) sigma x eta,
 latent (Alg. 3, needs --vae-ckpt) VAE eta x re-encode. Sigmas are in units of 1/255; an omitted grid keeps the
 file's value. The videos are the config's (`--indices`, `--data-dir`, `--data-args` select others, e.g. the

@@ -107,7 +107,7 @@ def test_bad_setting_in_a_config_stops_the_cli_before_training(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train.py"])
     config = Path(__file__).parent / "configs" / "rot.yaml"
-    rc = cli.run(["fit", "--config", str(config), "--trainer.callbacks.init_args.sigma=-1", "--trainer.logger=false"])
+    rc = cli.run(["fit", "--config", str(config), "--extrapolation.sigma=-1", "--trainer.logger=false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: ") and "tangent.sigma must be >= 0, got -1.0" in err[-1]
     assert not (tmp_path / "runs").exists()

@@ -13,7 +13,8 @@ from PIL import Image
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["rot", "trans", "weizmann", "vae_rot", "vae_trans", "vae_weizmann"]
+# every experiment config: configs/*.yaml but the shared base and the predict overlay
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml") if p.stem not in ("base", "predict"))
 
 
 @pytest.fixture(autouse=True)
@@ -153,18 +154,27 @@ def test_fit_without_wandb_credentials_goes_offline(tmp_path, monkeypatch, caplo
     assert not ours, [f"{w.filename}: {w.message}" for w in ours]
 
 
-@pytest.mark.parametrize("config", sorted([*(ROOT / "configs").glob("**/*.yaml"), *(ROOT / "tests" / "configs").glob("*.yaml")]),
-                         ids=lambda p: str(p.relative_to(ROOT)))
-def test_last_checkpoint_is_the_latest_epoch(config):
-    """With a `monitor`, Lightning 2.6 rewrites last.ckpt only when the monitored value improves: `--ckpt_path last`
-    would resume (and the table would evaluate) an older epoch. Every ModelCheckpoint keeps monitor null."""
-    import yaml
+# every config file but the settings files and configs/base.yaml, which lies under each of them
+CONFIG_FILES = sorted(p for p in [*(ROOT / "configs").glob("**/*.yaml"), *(ROOT / "tests" / "configs").glob("*.yaml")]
+                      if p.parent.name != "extrapolation" and p.name != "base.yaml")
 
-    callbacks = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("callbacks") or []
-    for cb in callbacks:
-        if cb["class_path"].endswith("ModelCheckpoint"):
-            assert cb["init_args"].get("save_last") is True, config
-            assert cb["init_args"].get("monitor") is None, f"{config}: monitor {cb['init_args']['monitor']!r}"
+
+@pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_config_composes(config):
+    """Each file validates as used: an experiment config alone (over base.yaml), an overlay after configs/rot.yaml.
+    With a `monitor`, Lightning 2.6 rewrites last.ckpt only when the monitored value improves: `--ckpt_path last`
+    would resume (and the table would evaluate) an older epoch. Every ModelCheckpoint keeps monitor null."""
+    from cli import experiment_folder, load_config
+
+    overlay = config.stem == "predict" or config.parent.name == "predict"  # comes after a training config
+    cfg = load_config([*(["--config", ROOT / "configs/rot.yaml"] if overlay else []), "--config", config])
+    assert experiment_folder(cfg).parent == Path("runs") and (ROOT / cfg.extrapolation.settings).is_file()
+    checkpoints = [cb for cb in cfg.trainer.callbacks if cb.class_path.endswith("ModelCheckpoint")]
+    assert len(checkpoints) == (0 if overlay else 1)
+    if overlay:  # the writer reads the settings file of the training config's dataset
+        assert cfg.trainer.callbacks[-1].init_args.settings == "configs/extrapolation/rot.yaml"
+    for cb in checkpoints:
+        assert cb.init_args.save_last is True and cb.init_args.monitor is None, config
 
 
 # ---------------------------------------------------------------------- one clear line for user mistakes
@@ -187,7 +197,7 @@ def test_evaluation_needs_a_loaded_checkpoint(sub, tmp_path, capsys):
     """test / validate / predict never run random weights: no --ckpt_path, 'last' with nothing, a missing file."""
     config = ["--config", str(ROOT / "tests/configs/vae_trans.yaml")]
     if sub == "predict":
-        config = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict/rot.yaml"),
+        config = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict.yaml"),
                   "--data.pairs", "[[a.png, b.png]]"]
     exp = "tiny_rot" if sub == "predict" else "tiny_vae_trans"
     cases = {(): re.escape(f"{sub} needs trained weights: pass --ckpt_path last (the newest checkpoint of runs/{exp})"),
@@ -226,7 +236,7 @@ def _truncated_idx(folder: Path) -> Path:
     (["--model.init_args.lr_schedule=bogus"], r"lr_schedule"),
     (["--data.init_args.indices=[0,99]"], r"MNIST indices \[99\] need data_dir"),
     (["--data.init_args.indices=[10]", "--data.init_args.data_dir=idx"], r"idx/train-images-idx3-ubyte has 8645 bytes, expected 9424 .*\(truncated\)"),
-    (["--trainer.callbacks.init_args.methods=[bogus]"], r"unknown methods \['bogus'\]"),
+    (["--extrapolation.methods=[bogus]"], r"unknown methods \['bogus'\]"),
 ])
 def test_user_mistakes_end_in_one_line(args, expected, tmp_path, capsys):
     _truncated_idx(tmp_path / "idx")
@@ -262,7 +272,7 @@ def test_fit_without_a_logger(tmp_path):
     """--trainer.logger=false: no LearningRateMonitor crash; checkpoints and config still in the run folder."""
     cli = train.main(["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), "--trainer.logger=false",
                       "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-                      "--trainer.callbacks.init_args.methods=[linear]"])
+                      "--extrapolation.methods=[linear]"])
     assert not cli.trainer.loggers
     run = tmp_path / "runs" / "tiny_rot" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
@@ -330,7 +340,7 @@ def test_two_fits_at_once_keep_their_own_runs(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
     env.update(WANDB_MODE="offline", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     args = ["--config", str(ROOT / "tests/configs/rot.yaml"), "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1", "--trainer.callbacks.init_args.methods=[linear]",
+            "--trainer.limit_val_batches=1", "--extrapolation.methods=[linear]",
             "--trainer.enable_progress_bar=false"]
     start = time.perf_counter()
     procs = {lr: subprocess.Popen([sys.executable, str(ROOT / "train.py"), "fit", *args, f"--model.init_args.lr={lr}"],

@@ -7,7 +7,6 @@ import av
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from datamodules import (RotatedMNISTDataModule, TranslatedMNISTDataModule, WeizmannDataModule,
@@ -359,10 +358,12 @@ def test_weizmann_shared_strips():
 def test_config_data_section_instantiates(config, monkeypatch):
     import datamodules
 
+    from cli import load_config
+
     monkeypatch.chdir(REPO)  # data_dir in the configs is relative to the repo root
-    data = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())["data"]
-    cls = getattr(datamodules, data["class_path"].removeprefix("datamodules."))
-    dm = cls(**data["init_args"])
+    data = load_config(["--config", REPO / "configs" / f"{config}.yaml"]).data
+    cls = getattr(datamodules, data.class_path.removeprefix("datamodules."))
+    dm = cls(**data.init_args)
     assert dm.num_val_frames == 200  # paper A.4
     assert dm.batch_size == {"weizmann": 64}.get(config, 32)  # per device; the configs say why
     if config != "weizmann":

@@ -103,12 +103,12 @@ def _cli_predict(ckpt, args):
 @pytest.mark.parametrize("form", ["predict_config", "append_writer"])
 def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
     """The documented commands, on the full-size training config (the checkpoint's hparams
-    give the tiny network): with configs/predict/rot.yaml, or switching the data and appending
+    give the tiny network): with configs/predict.yaml, or switching the data and appending
     the writer on the command line (the training callbacks then stay, inert)."""
     monkeypatch.chdir(tmp_path)
     pairs = f"[[{pngs[0]}, {pngs[1]}], [{pngs[2]}, {pngs[3]}]]"
     if form == "predict_config":
-        args = ["--config", str(ROOT / "configs/predict/rot.yaml"), "--data.pairs", pairs]
+        args = ["--config", str(ROOT / "configs/predict.yaml"), "--data.pairs", pairs]
     else:
         args = ["--data", "datamodules.FramePairsDataModule", "--data.pairs", pairs,
                 "--trainer.callbacks+=callbacks.ExtrapolationWriter", f"--trainer.callbacks.init_args.settings={SETTINGS}"]
@@ -144,7 +144,7 @@ def test_predict_last_is_the_checkpoint_test_loads(ckpt, pngs, monkeypatch, caps
     monkeypatch.chdir(fit_dir)
     exp = Path("runs/tiny_rot")
     before = sorted(exp.glob("version_*"))
-    base = ["predict", "--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict/rot.yaml"),
+    base = ["predict", "--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict.yaml"),
             "--ckpt_path", "last", "--trainer.enable_progress_bar=false"]
     c = cli.main([*base, "--data.pairs", f"[[{pngs[0]}, {pngs[1]}]]", "--trainer.callbacks.init_args.method=linear",
                   "--trainer.callbacks.init_args.steps=3"])

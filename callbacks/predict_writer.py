@@ -12,7 +12,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 
-from datamodules.frame_pairs import expected_frame_shape
 from errors import InputError
 from extrapolation import Models, SettingsError, rollout, video_generators
 
@@ -124,7 +123,7 @@ class ExtrapolationWriter(BasePredictionWriter):
                              "(--data datamodules.FramePairsDataModule, see docs/predict.md)")
         frames, indices = batch["frames"], batch["index"]
         sources = batch.get("source") or [""] * len(indices)
-        c = expected_frame_shape(pl_module)[0]
+        c = pl_module.input_shape()[0] if callable(getattr(pl_module, "input_shape", None)) else None
         if c is not None and frames.shape[2] != c:
             raise InputError(f"predict frames have {frames.shape[2]} channels but the checkpoint's network "
                              f"takes {c}; use datamodules.FramePairsDataModule (it converts) or matching frames")

@@ -24,34 +24,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from errors import InputError, MissingInputError
-
-
-def expected_frame_shape(module: nn.Module | None) -> tuple[int | None, int | None, int | None]:
-    """`(C, H, W)` a trained module expects; None where it does not say.
-
-    C: the network's `in_channels` (its config, else its first conv). H, W: the module's
-    `frame_shape` (the training frame size, if the module records one), else the network's
-    `image_size` (the VAE's)."""
-    if module is None:
-        return None, None, None
-    net = getattr(module, "network", module)
-    init_args = (getattr(net, "config", None) or {}).get("init_args", {})
-    c = init_args.get("in_channels")
-    if c is None:
-        conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-        c = conv.in_channels if conv is not None else None
-    h = w = None
-    shape = getattr(module, "frame_shape", None)
-    if shape is not None:
-        c = c if c is not None else int(shape[0])
-        h, w = int(shape[-2]), int(shape[-1])
-    elif init_args.get("image_size") is not None:
-        h, w = _size_pair(init_args["image_size"])
-    return c, h, w
 
 
 def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -199,10 +175,10 @@ class FramePairsDataModule(LightningDataModule):
         names = [(f"{self.video}#{i}", f"{self.video}#{j}") for i, j in self.frame_indices]
         return [(decoded[i], decoded[j]) for i, j in self.frame_indices], names
 
-    def load(self, module: nn.Module | None = None) -> PairDataset:
-        """Read, check and convert every frame for `module` (the checkpoint's LightningModule)."""
+    def load(self, input_shape: tuple[int | None, int | None, int | None] = (None, None, None)) -> PairDataset:
+        """Read, check and convert every frame for a model that takes `input_shape` (C, H, W; None: unknown)."""
         images, names = self._raw_pairs()
-        model_c, model_h, model_w = expected_frame_shape(module)
+        model_c, model_h, model_w = input_shape
         first = images[0][0]
         c = self.channels or model_c or (1 if is_grey(first) else 3)
         if self.channels and model_c and self.channels != model_c:
@@ -247,6 +223,8 @@ class FramePairsDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.dataset is None:
-            trainer = getattr(self, "trainer", None)
-            self.dataset = self.load(trainer.lightning_module if trainer is not None else None)
+            # the model says what it takes (`input_shape()` of DenoiserModule / VAEModule); the data follows
+            module = getattr(getattr(self, "trainer", None), "lightning_module", None)
+            shape = module.input_shape() if callable(getattr(module, "input_shape", None)) else (None, None, None)
+            self.dataset = self.load(shape)
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

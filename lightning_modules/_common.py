@@ -26,6 +26,26 @@ def network_hparam(network: nn.Module) -> Any:
     return getattr(network, "config", network)
 
 
+def input_shape(module: nn.Module) -> tuple[int | None, int | None, int | None]:
+    """`(C, H, W)` of the frames a trained module takes; None where it does not say. C: the network's
+    `in_channels` (its config, else its first conv); H, W: the recorded training frame size (`frame_shape`),
+    else the network's `image_size` (the VAE's)."""
+    net = getattr(module, "network", module)
+    init_args = (getattr(net, "config", None) or {}).get("init_args", {})
+    c = init_args.get("in_channels")
+    if c is None:
+        conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+        c = conv.in_channels if conv is not None else None
+    shape = getattr(module, "frame_shape", None)
+    if shape is not None:
+        return (c if c is not None else int(shape[0])), int(shape[-2]), int(shape[-1])
+    size = init_args.get("image_size")
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        return c, int(h), int(w)
+    return c, None, None
+
+
 def configure_adam(module, lr: float, lr_schedule: str, step_size: int, gamma: float):
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     if lr_schedule == "none":

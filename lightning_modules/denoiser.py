@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ._common import build_network, configure_adam, network_hparam
+from ._common import build_network, configure_adam, input_shape, network_hparam
 from .losses import LOSS_WEIGHTINGS, SIGMA_SCHEDULES, InverseVarianceNoiseLoss, NoiseLoss, psnr
 
 
@@ -121,6 +121,10 @@ class DenoiserModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         self.frame_shape = checkpoint.get("frame_shape")
+
+    def input_shape(self) -> tuple[int | None, int | None, int | None]:
+        """`(C, H, W)` of the frames this module takes (None where unknown): `predict` checks user frames against it."""
+        return input_shape(self)
 
     def configure_optimizers(self):
         h = self.hparams

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import build_network, configure_adam, network_hparam
+from ._common import build_network, configure_adam, input_shape, network_hparam
 
 
 class VAEModule(pl.LightningModule):
@@ -75,6 +75,10 @@ class VAEModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
+
+    def input_shape(self) -> tuple[int | None, int | None, int | None]:
+        """`(C, H, W)` of the frames this module takes (None where unknown): `predict` checks user frames against it."""
+        return input_shape(self)
 
     def configure_optimizers(self):
         h = self.hparams

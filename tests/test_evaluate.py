@@ -22,7 +22,7 @@ SOLVERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", [pytest.param("block", marks=pytest.mark.slow), "filter"])  # block: ~40 s
 def test_a_video_scores_the_same_alone_in_any_chunk_and_any_share(setup, name):
     models, videos = setup
     s = MethodSettings("tangent", steps=4, eta=0.5, sigma=0.1, **SOLVERS[name])

@@ -405,7 +405,7 @@ def write_tables(args) -> None:
             md.append(f"| {METHOD_NAMES[c['method']]} | {c['profile']} | {c['step']} | "
                       f"{num(c, 'dtw_ssid_mean')} ± {num(c, 'dtw_ssid_std')} | "
                       f"{num(c, 'dtw_ssid_cut_mean')} ± {num(c, 'dtw_ssid_cut_std')} | {num(c, 'median_video')} | "
-                      f"{num(c, 'worst_video')} | {c['paper']} | {used}, {c['trials']} trials |")
+                      f"{num(c, 'worst_video')} | {num(c, 'paper') if c['paper'] != '' else ''} | {used}, {c['trials']} trials |")
         md.append("")
     (args.out / "table1.md").write_text("\n".join(md) + "\n")
     log(f"wrote {args.out / 'table1.csv'} and {args.out / 'table1.md'}")

@@ -147,7 +147,10 @@ def test_table_cells_through_evaluate(ckpts, tmp_path):
     (tmp_path / "cells").mkdir()
     reproduce_table1.evaluate_cells("rot", args, ckpts)
     cells = {m: json.loads((tmp_path / "cells" / f"rot_{m}_selected.json").read_text()) for m in args.methods}
-    assert cells["tangent"]["step"] == "A^2 v (fd)" and cells["tangent"]["settings"]["eta"] == 0.75  # rot.yaml
+    from extrapolation import load_settings
+
+    selected = load_settings(ROOT / "configs" / "extrapolation" / "rot.yaml", "selected")["tangent"]
+    assert cells["tangent"]["step"] == "A^2 v (fd)" and cells["tangent"]["settings"] == selected.as_dict()
     for c in cells.values():
         assert c["trials"] == 2 and c["profile"] == "selected" and len(c["per_video"]) == 2
         assert c["median_video"] <= c["worst_video"] and c["settings_file"] == "configs/extrapolation/rot.yaml"

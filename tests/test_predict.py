@@ -14,6 +14,7 @@ import train
 from callbacks import ExtrapolationWriter
 from datamodules import FramePairsDataModule
 from errors import InputError, MissingInputError
+from extrapolation import load_settings
 from lightning_modules import DenoiserModule, VAEModule
 from networks import VAE
 
@@ -130,7 +131,8 @@ def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
         assert info["method"] == "linear" and info["frames"] == 5 and str(pngs[a]) in info["source"]
         # the settings used: configs/extrapolation/rot.yaml, profile selected, steps overridden
         assert (info["settings_file"], info["profile"], info["steps"]) == (SETTINGS, "selected", 3)
-        assert info["eta"] == 1.0 and info["sigma"] == pytest.approx(25 / 255) and info["step"] == "linear"
+        linear = load_settings(ROOT / SETTINGS, "selected")["linear"]
+        assert info["eta"] == linear.eta and info["sigma"] == pytest.approx(linear.sigma) and info["step"] == "linear"
     assert (out[0].parent / "config.yaml").is_file()  # the predict run's own config beside it
 
 

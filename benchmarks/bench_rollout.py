@@ -13,15 +13,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from datamodules import parse_indices
 from extrapolation import Models, evaluate, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SOLVERS = {
     "block": dict(method="block"),
     "block-fd": dict(method="block", jacobian="fd"),  # as slow as block (same iterations): run on request
@@ -34,17 +35,6 @@ SOLVERS = {
     "filter-A2-jvp": dict(method="filter", power=2, jacobian="autodiff"),
     "power": dict(method="power"),
 }
-DATAMODULES = {"rot": "RotatedMNISTDataModule", "trans": "TranslatedMNISTDataModule"}
-
-
-def videos_of(dataset: str, indices: list[int], data_dir: str | None) -> torch.Tensor:
-    import datamodules
-
-    dm = getattr(datamodules, DATAMODULES[dataset])(indices=indices, data_dir=data_dir)
-    dm.setup("test")
-    return dm.videos.float()
-
-
 def forward_seconds(denoise, x: torch.Tensor, repeats: int = 20) -> float:
     with torch.no_grad():
         denoise(x)
@@ -82,7 +72,10 @@ def bench(dataset: str, ckpt: str, args) -> list[str]:
 
     module = DenoiserModule.load_from_checkpoint(ckpt, map_location=args.device).eval()
     models = Models(denoise=module.denoise)
-    videos = videos_of(dataset, parse_indices(args.indices), args.data_dir).to(args.device)
+    from scripts.reproduce_table1 import data_args, load_datamodule
+
+    dm = load_datamodule(ROOT / "configs" / f"{dataset}.yaml", data_args(args.indices, args.data_dir))
+    videos = dm.videos.float().to(args.device)
     settings = load_settings(ROOT / "configs" / "extrapolation" / f"{dataset}.yaml", args.profile)
     tangent, linear = settings["tangent"], settings["linear"]
     n_videos, steps = videos.shape[0], tangent.steps

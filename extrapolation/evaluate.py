@@ -121,7 +121,7 @@ def evaluate(models: Models, videos: Tensor, settings: MethodSettings, trials: i
     seconds, applications = 0.0, 0.0
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
-        gens = [torch.Generator().manual_seed(video_seed(seed, t, video_ids[v])) for t, v in chunk]
+        gens = [video_generators(seed, t, [video_ids[v]])[0] for t, v in chunk]
         batch = first[[v for _, v in chunk]]
         tic = time.perf_counter()
         out, info = rollout(models, batch, settings, gens, return_info=True)

@@ -25,10 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules import parse_indices  # noqa: E402
 from extrapolation import Models, evaluate, load_settings  # noqa: E402
 
-DATAMODULES = {"rot": "RotatedMNISTDataModule", "trans": "TranslatedMNISTDataModule"}
 GRIDS = {  # sigma in /255; eta as multiples of the paper's (A.6) step size
     "sigma": [10, 15, 25, 40],
     "eta_scale": [0.5, 0.75, 1.0, 1.5],
@@ -81,7 +79,7 @@ def write_selected(path: Path, chosen: dict) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=list(DATAMODULES))
+    p.add_argument("--dataset", required=True, choices=["rot", "trans"])
     p.add_argument("--denoiser", required=True, help="denoiser checkpoint trained on the selection videos")
     p.add_argument("--vae", default=None, help="VAE checkpoint trained on the selection videos (latent method)")
     p.add_argument("--indices", default="10-19")
@@ -94,14 +92,13 @@ def main(argv=None) -> None:
     p.add_argument("--append", action="store_true", help="keep the CSV's rows of the methods not run this time")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    import datamodules
+    from scripts.reproduce_table1 import data_args, load_datamodule
     from lightning_modules import DenoiserModule, VAEModule
 
     settings_file = args.settings or ROOT / "configs" / "extrapolation" / f"{args.dataset}.yaml"
     out = args.out or ROOT / "results" / f"selection_{args.dataset}.csv"
     paper, selected = load_settings(settings_file, "paper"), load_settings(settings_file, "selected")
-    dm = getattr(datamodules, DATAMODULES[args.dataset])(indices=parse_indices(args.indices), data_dir=args.data_dir)
-    dm.setup("test")
+    dm = load_datamodule(ROOT / "configs" / f"{args.dataset}.yaml", data_args(args.indices, args.data_dir))
     videos = dm.videos.float()
     models = Models(denoise=DenoiserModule.load_from_checkpoint(args.denoiser, map_location="cpu").eval().denoise)
     if args.vae:

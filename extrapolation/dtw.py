@@ -71,6 +71,8 @@ def dtw_path(cost: Tensor | np.ndarray) -> list[tuple[int, int]]:
     Minimises the summed cost along the path; ties are broken towards the diagonal step.
     """
     c = cost.detach().cpu().double().numpy() if isinstance(cost, Tensor) else np.asarray(cost, dtype=float)
+    if not np.isfinite(c).all():
+        raise ValueError("dtw_path: the cost matrix has non-finite entries")
     n1, n2 = c.shape
     acc = np.full((n1 + 1, n2 + 1), np.inf)
     acc[0, 0] = 0.0

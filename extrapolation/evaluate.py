@@ -90,8 +90,11 @@ def rollout(models: Models, first: Tensor, settings: MethodSettings,
 
 def dtw_readings(prediction: Tensor, target: Tensor) -> tuple[float, float]:
     """DTW-SSID (paper A.2) of one rollout against the whole ground truth and against its first len(prediction)
-    frames; one cost matrix serves both."""
+    frames; one cost matrix serves both. NaN for both where the cost is not finite (a diverged rollout whose
+    frames overflow the SSIM)."""
     cost = ssid_matrix(target, prediction)  # rows: ground truth
+    if not torch.isfinite(cost).all():
+        return float("nan"), float("nan")
     cut = cost[: prediction.shape[0]]
     return float(aggregate_path(cost, dtw_path(cost))), float(aggregate_path(cut, dtw_path(cut)))
 

@@ -66,11 +66,13 @@ def settings_file(config: Path) -> Path:
     return settings_path(load_config(["--config", config]).extrapolation.settings).resolve()
 
 
-def data_args(indices: str | None = None, data_dir: str | None = None) -> list[str]:
-    """Config overrides that select other videos: MNIST `indices` ('10..19') and the data folder."""
+def data_args(indices: str | None = None, data_dir: str | None = None, clip_start: int | None = None) -> list[str]:
+    """Config overrides that select other videos: MNIST `indices` ('10..19'), Weizmann clips starting at frame
+    `clip_start`, and the data folder."""
     from datamodules import parse_indices
 
     out = [f"--data.init_args.indices=[{','.join(map(str, parse_indices(indices)))}]"] if indices else []
+    out += [f"--data.init_args.clip_start={clip_start}"] if clip_start is not None else []
     return out + ([f"--data.init_args.data_dir={data_dir}"] if data_dir else [])
 
 
@@ -152,11 +154,6 @@ def csv_logger_args(out: Path, name: str) -> list[str]:
 def evaluate_cells(ds: str, args, ckpts: dict[str, Path]) -> None:
     """Score each method of `--methods` with `extrapolation.evaluate` (`--trials` seeds, `--profile` settings)
     on the dataset's videos, from the checkpoints in `ckpts`; one cached cell per method and profile."""
-    import torch
-
-    from extrapolation import Models, evaluate, load_settings
-    from lightning_modules import DenoiserModule, VAEModule
-
     config = args.configs / f"{ds}.yaml"
     path = settings_file(config)
     for profile in args.profiles:

@@ -7,6 +7,10 @@ configs/extrapolation/<dataset>.yaml (the other profiles and the file's comments
 
     python scripts/select_settings.py --dataset rot --denoiser CKPT [--vae CKPT] \
         --indices 10-19 --data-dir ../shared/data/mnist [--trials 3] [--write]
+    python scripts/select_settings.py --dataset weizmann --denoiser CKPT --clip-start 5 --data-dir DIR
+
+MNIST selects on other digits (`--indices`, each with its own denoiser and VAE trained on them); Weizmann on
+clips that start later in the same sequences (`--clip-start`, after the scored clips' last frame).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import argparse
 import csv
 import datetime
 import itertools
+import math
 import platform
 import re
 import sys
@@ -28,10 +33,9 @@ sys.path.insert(0, str(ROOT))
 from extrapolation import Models, evaluate, load_settings  # noqa: E402
 
 GRIDS = {  # sigma in /255; eta as multiples of the paper's (A.6) step size
-    "sigma": [10, 15, 25, 40],
-    "eta_scale": [0.5, 0.75, 1.0, 1.5],
+    "sigma": [10, 15, 25, 40, 60],
+    "eta_scale": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0],  # the baselines' best eta lies beyond 2x the paper's
     "k": [2, 4, 8],
-    "vae_eta_scale": [0.5, 0.75, 1.0, 1.25],
 }
 
 
@@ -39,7 +43,7 @@ def candidates(method: str, paper, selected) -> list:
     """The grid of one method around the paper's settings; the tangent step (solver) is the selected one."""
     if method == "latent":
         return [paper.with_overrides(eta=round(paper.eta * s, 4), reencode=r)
-                for s, r in itertools.product(GRIDS["vae_eta_scale"], (True, False))]
+                for s, r in itertools.product(GRIDS["eta_scale"], (True, False))]
     base = selected if method == "tangent" else paper
     ks = GRIDS["k"] if base.uses_k else [base.k]
     return [base.with_overrides(sigma=sig / 255, eta=round(paper.eta * s, 4), k=k)
@@ -55,6 +59,37 @@ def describe(s) -> dict:
     if s.method == "tangent":
         d.update(k=s.k if s.uses_k else "", step=s.step_name())
     return d
+
+
+def grids_markdown(rows: list[dict], paper: dict) -> str:
+    """The selection CSV's rows as one grid per method: whole / cut per cell, columns eta, rows sigma (and k where
+    it varies) or re-encoding; the selected cell (lowest whole reading) in bold, the paper's values marked."""
+    md = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        best = min(mine, key=lambda r: math.inf if math.isnan(float(r["whole"])) else float(r["whole"]))
+        etas = sorted({float(r["eta"]) for r in mine})
+        several_k = len({r["k"] for r in mine}) > 1
+
+        def label(r):
+            if method == "latent":
+                return f"re-encode {r['reencode'].lower()}" + (" (paper)" if r["reencode"] == str(paper[method].reencode) else "")
+            sigma = float(r["sigma_255"])
+            return (f"σ {sigma:g}/255" + (" (paper)" if abs(sigma - paper[method].sigma * 255) < 1e-6 else "")
+                    + (f", k {r['k']}" if several_k else ""))
+
+        cells: dict[str, dict[float, str]] = {}
+        for r in mine:
+            text = f"{float(r['whole']):.3f} / {float(r['cut']):.3f}"
+            cells.setdefault(label(r), {})[float(r["eta"])] = f"**{text}**" if r is best else text
+        step = f", step {mine[0]['step']}" if mine[0].get("step") else ""
+        md += [f"{method}{step}: whole / cut, {mine[0]['trials']} trials, videos {mine[0]['videos']}", "",
+               "| | " + " | ".join(f"η {e:g}" + (" (paper)" if abs(e - paper[method].eta) < 1e-9 else "")
+                                   for e in etas) + " |",
+               "|---" * (len(etas) + 1) + "|"]
+        md += [f"| {name} | " + " | ".join(row.get(e, "") for e in etas) + " |" for name, row in cells.items()]
+        md.append("")
+    return "\n".join(md)
 
 
 def write_selected(path: Path, chosen: dict) -> None:
@@ -79,13 +114,16 @@ def write_selected(path: Path, chosen: dict) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=["rot", "trans"])
+    p.add_argument("--dataset", required=True, choices=["rot", "trans", "weizmann"])
     p.add_argument("--denoiser", required=True, help="denoiser checkpoint trained on the selection videos")
     p.add_argument("--vae", default=None, help="VAE checkpoint trained on the selection videos (latent method)")
-    p.add_argument("--indices", default="10-19")
+    p.add_argument("--indices", default="10-19", help="MNIST digits (training indices) to select on")
+    p.add_argument("--clip-start", type=int, default=None,
+                   help="Weizmann: first frame of the selection clips; must lie after the scored clips")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=["tangent", "linear", "latent"])
+    p.add_argument("--configs", type=Path, default=ROOT / "configs", help="folder of the experiment configs")
     p.add_argument("--settings", type=Path, default=None, help="default configs/extrapolation/<dataset>.yaml")
     p.add_argument("--out", type=Path, default=None, help="default results/selection_<dataset>.csv")
     p.add_argument("--write", action="store_true", help="write the winners into the settings file's `selected`")
@@ -98,7 +136,17 @@ def main(argv=None) -> None:
     settings_file = args.settings or ROOT / "configs" / "extrapolation" / f"{args.dataset}.yaml"
     out = args.out or ROOT / "results" / f"selection_{args.dataset}.csv"
     paper, selected = load_settings(settings_file, "paper"), load_settings(settings_file, "selected")
-    dm = load_datamodule(ROOT / "configs" / f"{args.dataset}.yaml", data_args(args.indices, args.data_dir))
+    config = args.configs / f"{args.dataset}.yaml"
+    if args.dataset == "weizmann":
+        scored = load_datamodule(config, data_args(data_dir=args.data_dir))
+        first = scored.clip_start + scored.clip_length
+        if args.clip_start is None or args.clip_start < first:
+            raise SystemExit(f"error: --clip-start must be >= {first}, the first frame after the scored clips; "
+                             f"got {args.clip_start}")
+        overrides, label = data_args(data_dir=args.data_dir, clip_start=args.clip_start), f"clips from frame {args.clip_start}"
+    else:
+        overrides, label = data_args(args.indices, args.data_dir), args.indices
+    dm = load_datamodule(config, overrides)
     videos = dm.videos.float()
     models = Models(denoise=DenoiserModule.load_from_checkpoint(args.denoiser, map_location="cpu").eval().denoise)
     if args.vae:
@@ -121,12 +169,14 @@ def main(argv=None) -> None:
                        whole=round(whole.mean().item(), 4), whole_std=round(whole.std().item(), 4) if args.trials > 1 else 0,
                        cut=round(cut.mean().item(), 4), cut_std=round(cut.std().item(), 4) if args.trials > 1 else 0,
                        worst_video=round(res.whole.mean(0).max().item(), 4), seconds=round(time.perf_counter() - tic, 1),
-                       videos=args.indices, date=when, machine=machine)
+                       videos=label, date=when, machine=machine)
             rows.append(row)
             print(f"{method} {i + 1}/{len(grid)}: {describe(s)} whole {row['whole']:.3f} cut {row['cut']:.3f} "
                   f"({row['seconds']} s)", flush=True)
-            if best is None or row["whole"] < best[0]:
+            if row["whole"] == row["whole"] and (best is None or row["whole"] < best[0]):  # a diverged cell is NaN
                 best = (row["whole"], s)
+        if best is None:
+            raise SystemExit(f"error: every {method} cell diverged (NaN); nothing to select")
         chosen[method] = best[1]
         print(f"{method}: selected {describe(best[1])}, whole {best[0]:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +189,9 @@ def main(argv=None) -> None:
         w = csv.DictWriter(f, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(rows)
-    print(f"wrote {out}")
+    with open(out, newline="") as f:
+        out.with_suffix(".md").write_text(grids_markdown(list(csv.DictReader(f)), paper))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     if args.write and chosen:
         for method in selected:
             chosen.setdefault(method, selected[method])

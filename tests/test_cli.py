@@ -5,10 +5,8 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import train
 
@@ -28,23 +26,6 @@ def offline_in_tmp(tmp_path, monkeypatch):
     yield
     wandb.finish()  # two CLI runs in one process would share the open run
     wandb.teardown()  # and wandb caches the settings it read from the environment
-
-
-@pytest.fixture
-def strips(tmp_path):
-    """Synthetic Weizmann strips: RGB, 64x64 frames side by side, one folder per action."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "strips"
-    for action in ("0", "1"):
-        (root / action).mkdir(parents=True)
-        for i in range(2):
-            t = 12
-            yy, xx = np.mgrid[:64, :64]
-            frames = [(127 + 120 * np.sin((xx + 3 * k + 7 * i) / 6.0 + rng.uniform(0, 6, 3)[:, None, None]
-                                          * (yy / 64.0))).transpose(1, 2, 0) for k in range(t)]
-            strip = np.concatenate(frames, axis=1).astype(np.uint8)
-            Image.fromarray(strip, "RGB").save(root / action / f"{i:08d}.png")
-    return root
 
 
 def _args(name, strips, tiny):

@@ -1,4 +1,5 @@
 """DTW-SSID (paper A.2): cost matrix, DTW path, per-target-frame aggregation, the Metric."""
+import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
@@ -39,6 +40,16 @@ def test_dtw_path_edges():
     assert path[0] == (0, 0) and path[-1] == (6, 4)
     steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(path, path[1:])}
     assert steps <= {(1, 0), (0, 1), (1, 1)}
+    with pytest.raises(ValueError, match="non-finite"):  # NaN compares false: the walk back would leave the matrix
+        dtw_path(torch.tensor([[0.0, float("nan")], [float("nan"), 0.0]]))
+
+
+def test_overflowing_rollout_scores_nan():
+    """Finite frames far outside [0, 1] overflow the SSIM's float32 moments: both readings are NaN, not a crash."""
+    from extrapolation.evaluate import dtw_readings
+
+    target = video(5, 0)
+    assert all(x != x for x in dtw_readings(torch.full_like(target, 1e30), target))
 
 
 def test_ssid_matrix_matches_torchmetrics():

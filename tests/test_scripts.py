@@ -9,7 +9,7 @@ import torch
 
 from datamodules import parse_indices
 
-from scripts import reproduce_table1, sweep
+from scripts import reproduce_table1, select_settings, sweep
 
 ROOT = reproduce_table1.ROOT
 
@@ -164,3 +164,50 @@ def test_table_cells_through_evaluate(ckpts, tmp_path):
     reproduce_table1.write_tables(args)
     md = (tmp_path / "table1.md").read_text()
     assert "| Ours: tangent (Alg. 1) | selected | A^2 v (fd) | " in md and "| 0.273 |" in md
+
+
+def test_select_settings_rule_csv_and_write(ckpts, tmp_path):
+    """Every grid cell becomes a CSV row; the winner is the lowest whole-video mean; --write replaces the
+    `selected` profile of the methods run and keeps everything else; --append keeps the other methods' rows."""
+    from extrapolation import load_settings
+
+    original = ROOT / "configs" / "extrapolation" / "rot.yaml"
+    settings, out = tmp_path / "rot.yaml", tmp_path / "selection_rot.csv"
+    settings.write_text(original.read_text())
+    common = ["--dataset", "rot", "--configs", str(ROOT / "tests" / "configs"), "--denoiser", str(ckpts["rot"]),
+              "--vae", str(ckpts["vae_rot"]), "--indices", "0..1", "--trials", "2", "--settings", str(settings),
+              "--out", str(out)]
+    select_settings.main(common + ["--methods", "linear", "latent", "--write"])
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    grid = select_settings.GRIDS
+    assert [r["method"] for r in rows] == (["linear"] * len(grid["sigma"]) * len(grid["eta_scale"])
+                                           + ["latent"] * 2 * len(grid["eta_scale"]))
+    assert {r["videos"] for r in rows} == {"0..1"} and {r["reencode"] for r in rows[-2:]} == {"True", "False"}
+    new, old = load_settings(settings, "selected"), load_settings(original, "selected")
+    best = {m: min((r for r in rows if r["method"] == m), key=lambda r: float(r["whole"])) for m in ("linear", "latent")}
+    assert new["linear"].eta == float(best["linear"]["eta"])
+    assert new["linear"].sigma * 255 == pytest.approx(float(best["linear"]["sigma_255"]))
+    assert new["latent"].eta == float(best["latent"]["eta"]) and str(new["latent"].reencode) == best["latent"]["reencode"]
+    assert new["tangent"] == old["tangent"] and load_settings(settings, "paper") == load_settings(original, "paper")
+    assert settings.read_text().splitlines()[0] == original.read_text().splitlines()[0]  # comments kept
+    md = out.with_suffix(".md").read_text()  # the grids, winners in bold
+    assert md.count("**") == 4 and f"**{float(best['linear']['whole']):.3f} / {float(best['linear']['cut']):.3f}**" in md
+    select_settings.main(common + ["--methods", "latent", "--append"])
+    with open(out, newline="") as f:
+        again = list(csv.DictReader(f))
+    assert [r["method"] for r in again] == [r["method"] for r in rows]
+    assert [r["whole"] for r in again] == [r["whole"] for r in rows]  # same seed, same numbers
+
+
+def test_select_settings_weizmann_clips_start_after_the_scored_ones(strips):
+    """Weizmann selects on later clips of the same sequences and refuses ones that overlap the scored clips."""
+    tests = ROOT / "tests" / "configs"
+    late = reproduce_table1.load_datamodule(tests / "weizmann.yaml", reproduce_table1.data_args(
+        data_dir=str(strips), clip_start=3))
+    long = reproduce_table1.load_datamodule(tests / "weizmann.yaml", [f"--data.init_args.data_dir={strips}",
+                                                                      "--data.init_args.clip_length=6"])
+    assert late.clip_names == long.clip_names and torch.equal(late.videos, long.videos[:, 3:6])
+    with pytest.raises(SystemExit, match="--clip-start must be >= 3"):
+        select_settings.main(["--dataset", "weizmann", "--configs", str(tests), "--denoiser", "unused.ckpt",
+                              "--data-dir", str(strips), "--clip-start", "2"])

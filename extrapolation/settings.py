@@ -121,6 +121,8 @@ class MethodSettings:
             d.pop("reencode")
             if self.method == "linear":
                 d.pop("k"), d.pop("solver")
+            elif not self.uses_k:  # the A^m v step has no k
+                d.pop("k")
         return d
 
 

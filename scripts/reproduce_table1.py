@@ -66,13 +66,15 @@ def settings_file(config: Path) -> Path:
     return settings_path(load_config(["--config", config]).extrapolation.settings).resolve()
 
 
-def data_args(indices: str | None = None, data_dir: str | None = None, clip_start: int | None = None) -> list[str]:
-    """Config overrides that select other videos: MNIST `indices` ('10..19'), Weizmann clips starting at frame
-    `clip_start`, and the data folder."""
+def data_args(indices: str | None = None, data_dir: str | None = None, clip_start: int | None = None,
+              clip_length: int | None = None) -> list[str]:
+    """Config overrides that select other videos: MNIST `indices` ('10..19'), Weizmann clips of `clip_length`
+    frames starting at frame `clip_start`, and the data folder."""
     from datamodules import parse_indices
 
     out = [f"--data.init_args.indices=[{','.join(map(str, parse_indices(indices)))}]"] if indices else []
     out += [f"--data.init_args.clip_start={clip_start}"] if clip_start is not None else []
+    out += [f"--data.init_args.clip_length={clip_length}"] if clip_length is not None else []
     return out + ([f"--data.init_args.data_dir={data_dir}"] if data_dir else [])
 
 
@@ -101,6 +103,17 @@ def summary(whole, cut) -> dict:
                worst_video_index=int(per_video.argmax()), per_video=per_video.tolist(),
                per_video_cut=cut.double().mean(0).tolist())
     return out
+
+
+def clip_variant(args) -> tuple[int | None, str]:
+    """`--clip-length` (Weizmann's longer clips): the length, and the suffix that keeps its cells apart."""
+    n = getattr(args, "clip_length", None)
+    return n, (f"_clip{n}" if n else "")
+
+
+def scored_videos(args) -> list[str]:
+    """The data overrides of the videos this run scores."""
+    return data_args(args.indices, args.data_dir, clip_length=clip_variant(args)[0])
 
 
 def finished(ckpt: Path, config: Path, train_args: list[str]) -> bool:
@@ -167,9 +180,12 @@ def evaluate_profile(ds: str, args, ckpts: dict[str, Path], config: Path, path: 
     from lightning_modules import DenoiserModule, VAEModule
 
     settings = load_settings(path, profile)
+    clip_length, suffix = clip_variant(args)
+    if clip_length:  # longer clips: every frame after the two given is generated
+        settings = {m: s.with_overrides(steps=clip_length - 2) for m, s in settings.items()}
     todo = []
     for method in args.methods:
-        cell = args.out / "cells" / f"{ds}_{method}_{profile}.json"
+        cell = args.out / "cells" / f"{ds}_{method}_{profile}{suffix}.json"
         old = json.loads(cell.read_text()) if cell.exists() else {}
         if old.get("trials", 0) >= args.trials and old.get("settings") == settings[method].as_dict():
             log(f"{ds}/{method} ({profile}): cached in {cell}")
@@ -181,7 +197,7 @@ def evaluate_profile(ds: str, args, ckpts: dict[str, Path], config: Path, path: 
         return
     device = "cuda" if args.accelerator in ("gpu", "cuda") or (
         args.accelerator == "auto" and torch.cuda.is_available()) else "cpu"
-    dm = load_datamodule(config, data_args(args.indices, args.data_dir))
+    dm = load_datamodule(config, scored_videos(args))
     videos = dm.videos.float().to(device)
     shown = {}
     for method in todo:
@@ -196,17 +212,19 @@ def evaluate_profile(ds: str, args, ckpts: dict[str, Path], config: Path, path: 
         res = evaluate(models, videos, s, args.trials, seed=0, keep_frames=not args.no_figures)
         result = dict(dataset=ds, method=method, profile=profile, trials=args.trials, seconds=res.seconds,
                       **summary(res.whole, res.cut), settings=s.as_dict(), step=s.step_name(),
-                      settings_file=os.path.relpath(path, ROOT), data_args=data_args(args.indices, args.data_dir),
+                      settings_file=os.path.relpath(path, ROOT), data_args=scored_videos(args),
                       checkpoint=str(ckpts["vae_" + ds if method == "latent" else ds]),
                       train_args=args.train_args, commit=git_commit(), machine=machine())
-        (args.out / "cells" / f"{ds}_{method}_{profile}.json").write_text(to_json(result))
+        if clip_length:
+            result["clip_length"] = clip_length
+        (args.out / "cells" / f"{ds}_{method}_{profile}{suffix}.json").write_text(to_json(result))
         log(f"{ds}/{method}: DTW-SSID {result['dtw_ssid_mean']:.3f} +- {result['dtw_ssid_std']:.3f} "
             f"(cut GT {result['dtw_ssid_cut_mean']:.3f}; worst video {result['worst_video']:.3f}) in "
             f"{result['seconds']:.1f} s")
         if res.frames is not None:
             shown[method] = res.frames[0, :1]  # trial 0, video 0
     if shown:
-        save_figures(f"{ds}_{profile}", shown, dm, args.out / "figures")
+        save_figures(f"{ds}{suffix}_{profile}", shown, dm, args.out / "figures")
 
 
 def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
@@ -264,6 +282,8 @@ def main(argv=None) -> None:
     parser.add_argument("--indices", default=None, help="score other MNIST digits, e.g. 10..19 (the selection videos)")
     parser.add_argument("--data-dir", default=None, help="data folder for the scored videos (MNIST IDX files for "
                         "--indices >= 10)")
+    parser.add_argument("--clip-length", type=int, default=None, help="Weizmann: score clips of this many frames "
+                        "(e.g. 16), every frame after the two given generated; cells and table kept apart")
     parser.add_argument("--configs", type=Path, default=ROOT / "configs")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--accelerator", default="auto")
@@ -273,6 +293,9 @@ def main(argv=None) -> None:
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="extra args after -- go to train.py fit")
     args = parser.parse_args(argv)
     args.train_args = [a for a in args.train_args if a != "--"]
+    if args.clip_length is not None and (set(args.datasets) != {"weizmann"} or args.clip_length < 3):
+        parser.error(f"--clip-length needs --datasets weizmann and at least 3 frames, got {args.clip_length} "
+                     f"with {args.datasets}")
     args.out = args.out.resolve()
     os.chdir(ROOT)  # the configs' paths (runs/, data folders) are relative to the repo root
 
@@ -306,9 +329,10 @@ def static_reference(ds: str, args) -> None:
     from extrapolation.evaluate import dtw_readings
 
     config = args.configs / f"{ds}.yaml"
-    steps = load_settings(settings_file(config), "paper")["tangent"].steps
-    cell = args.out / "cells" / f"{ds}_static.json"
-    selection = data_args(args.indices, args.data_dir)
+    clip_length, suffix = clip_variant(args)
+    steps = clip_length - 2 if clip_length else load_settings(settings_file(config), "paper")["tangent"].steps
+    cell = args.out / "cells" / f"{ds}_static{suffix}.json"
+    selection = scored_videos(args)
     if cell.exists() and json.loads(cell.read_text()).get("settings") == dict(steps=steps) and \
             json.loads(cell.read_text()).get("data_args", []) == selection:
         return
@@ -319,6 +343,8 @@ def static_reference(ds: str, args) -> None:
     result = dict(dataset=ds, method="static", profile="reference", trials=1, seconds=time.time() - t0,
                   **summary(scores[None, :, 0], scores[None, :, 1]), settings=dict(steps=steps), data_args=selection,
                   train_args=[], commit=git_commit(), machine=machine())
+    if clip_length:
+        result["clip_length"] = clip_length
     cell.write_text(to_json(result))
     log(f"{ds}/static: DTW-SSID {result['dtw_ssid_mean']:.3f} (cut GT {result['dtw_ssid_cut_mean']:.3f})")
 
@@ -369,16 +395,16 @@ def write_tables(args) -> None:
         c.setdefault("profile", "reference" if c["method"] == "static" else f"legacy ({c.get('commit', '?')})")
         c.setdefault("step", "eigen-projection (block)" if c["method"] == "tangent" else "")
     rank = {"paper": 0, "selected": 1, "reference": 3}
-    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), ROWS.index(c["method"]),
-                              rank.get(c["profile"], 2)))
+    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), c.get("clip_length") or 0,
+                              ROWS.index(c["method"]), rank.get(c["profile"], 2)))
     columns = ["dataset", "method", "profile", "step", "dtw_ssid_mean", "dtw_ssid_std", "dtw_ssid_cut_mean",
                "dtw_ssid_cut_std", "median_video", "worst_video", "trials", "seconds", "paper", "settings", "commit",
-               "machine"]
+               "machine", "clip_length"]
     with open(args.out / "table1.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for c in cells:
-            c["paper"] = PAPER.get((c["dataset"], c["method"]), "")
+            c["paper"] = "" if c.get("clip_length") else PAPER.get((c["dataset"], c["method"]), "")
             w.writerow([round(c[k], 4) if isinstance(c.get(k), float) else
                         json.dumps(c[k]) if k == "settings" else c.get(k, "") for k in columns])
     num = (lambda c, k: "—" if c.get(k) is None else f"{c[k]:.3f}")
@@ -390,10 +416,9 @@ def write_tables(args) -> None:
           "does not say which it used). Settings `paper`: appendix A.6; `selected`: chosen on selection videos "
           "that this table never scores (`scripts/select_settings.py`, `results/selection_<dataset>.csv`); "
           "`legacy (commit)`: a cell from before the selection protocol, settings chosen on the scored videos.", ""]
-    for ds, name in DATASET_NAMES.items():
-        rows = [c for c in cells if c["dataset"] == ds]
-        if not rows:
-            continue
+    for ds, clip_length in dict.fromkeys((c["dataset"], c.get("clip_length")) for c in cells):
+        rows = [c for c in cells if (c["dataset"], c.get("clip_length")) == (ds, clip_length)]
+        name = DATASET_NAMES[ds] + (f", {clip_length}-frame clips" if clip_length else "")
         md += [f"## {name}", "", "| method | settings | step | whole | cut | median | worst | paper | settings used |",
                "|---|---|---|---|---|---|---|---|---|"]
         for c in rows:

@@ -211,3 +211,37 @@ def test_select_settings_weizmann_clips_start_after_the_scored_ones(strips):
     with pytest.raises(SystemExit, match="--clip-start must be >= 3"):
         select_settings.main(["--dataset", "weizmann", "--configs", str(tests), "--denoiser", "unused.ckpt",
                               "--data-dir", str(strips), "--clip-start", "2"])
+
+
+def test_table_weizmann_longer_clips(strips, tmp_path, monkeypatch, capsys):
+    """--clip-length scores longer Weizmann clips, every frame after the two given generated, in cells and a
+    table section of their own (no paper value beside them); it refuses other datasets."""
+    import lightning.pytorch as pl
+
+    from lightning_modules import DenoiserModule
+    from networks import UNet
+
+    monkeypatch.chdir(tmp_path)  # the script moves to the repo root; come back afterwards
+    torch.manual_seed(0)
+    module = DenoiserModule(UNet(in_channels=3, widths=[4, 8, 16], mid_width=16))
+    with torch.no_grad():
+        for param in module.network.parameters():
+            param.mul_(0.1)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "weizmann.ckpt")
+    common = ["--configs", str(ROOT / "tests" / "configs"), "--no-train", "--methods", "linear", "--trials", "1",
+              "--data-dir", str(strips), "--out", str(tmp_path / "out"), "--no-figures"]
+    reproduce_table1.main(["--datasets", "weizmann", "--ckpt", f"weizmann={tmp_path / 'weizmann.ckpt'}",
+                           "--profiles", "paper", "--clip-length", "8", *common])
+    cells = tmp_path / "out" / "cells"
+    linear, static = (json.loads((cells / f"weizmann_{m}{'_paper' if m == 'linear' else ''}_clip8.json").read_text())
+                      for m in ("linear", "static"))
+    assert linear["settings"]["steps"] == static["settings"]["steps"] == 6 and linear["clip_length"] == 8
+    assert "--data.init_args.clip_length=8" in linear["data_args"] and len(linear["per_video"]) == 2
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "## Weizmann Action, 8-frame clips" in md and "| Denoiser baseline (Alg. 2) | paper |  |" in md
+    assert "| 0.158 |" not in md  # the paper scored 5-frame clips only
+    with pytest.raises(SystemExit):
+        reproduce_table1.main(["--datasets", "rot", "--clip-length", "8", *common])
+    assert "--clip-length needs --datasets weizmann" in capsys.readouterr().err

@@ -107,8 +107,7 @@ def summary(whole, cut) -> dict:
 
 def clip_variant(args) -> tuple[int | None, str]:
     """`--clip-length` (Weizmann's longer clips): the length, and the suffix that keeps its cells apart."""
-    n = getattr(args, "clip_length", None)
-    return n, (f"_clip{n}" if n else "")
+    return args.clip_length, (f"_clip{args.clip_length}" if args.clip_length else "")
 
 
 def scored_videos(args) -> list[str]:

@@ -61,19 +61,26 @@ def describe(s) -> dict:
     return d
 
 
+def by_whole(row: dict) -> float:
+    """The selection rule's key: the whole reading (a number or the CSV's text); a diverged (NaN) cell ranks last."""
+    whole = float(row["whole"])
+    return math.inf if math.isnan(whole) else whole
+
+
 def grids_markdown(rows: list[dict], paper: dict) -> str:
     """The selection CSV's rows as one grid per method: whole / cut per cell, columns eta, rows sigma (and k where
     it varies) or re-encoding; the selected cell (lowest whole reading) in bold, the paper's values marked."""
     md = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        best = min(mine, key=lambda r: math.inf if math.isnan(float(r["whole"])) else float(r["whole"]))
+        best = min(mine, key=by_whole)
         etas = sorted({float(r["eta"]) for r in mine})
         several_k = len({r["k"] for r in mine}) > 1
 
         def label(r):
             if method == "latent":
-                return f"re-encode {r['reencode'].lower()}" + (" (paper)" if r["reencode"] == str(paper[method].reencode) else "")
+                paper_value = r["reencode"] == str(paper[method].reencode)
+                return f"re-encode {r['reencode'].lower()}" + (" (paper)" if paper_value else "")
             sigma = float(r["sigma_255"])
             return (f"σ {sigma:g}/255" + (" (paper)" if abs(sigma - paper[method].sigma * 255) < 1e-6 else "")
                     + (f", k {r['k']}" if several_k else ""))
@@ -124,26 +131,29 @@ def main(argv=None) -> None:
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=["tangent", "linear", "latent"])
     p.add_argument("--configs", type=Path, default=ROOT / "configs", help="folder of the experiment configs")
-    p.add_argument("--settings", type=Path, default=None, help="default configs/extrapolation/<dataset>.yaml")
+    p.add_argument("--settings", type=Path, default=None,
+                   help="default: the config's settings file (configs/extrapolation/<dataset>.yaml)")
     p.add_argument("--out", type=Path, default=None, help="default results/selection_<dataset>.csv")
     p.add_argument("--write", action="store_true", help="write the winners into the settings file's `selected`")
     p.add_argument("--append", action="store_true", help="keep the CSV's rows of the methods not run this time")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from scripts.reproduce_table1 import data_args, load_datamodule
+    from cli import load_config
     from lightning_modules import DenoiserModule, VAEModule
+    from scripts.reproduce_table1 import data_args, load_datamodule, settings_file
 
-    settings_file = args.settings or ROOT / "configs" / "extrapolation" / f"{args.dataset}.yaml"
-    out = args.out or ROOT / "results" / f"selection_{args.dataset}.csv"
-    paper, selected = load_settings(settings_file, "paper"), load_settings(settings_file, "selected")
     config = args.configs / f"{args.dataset}.yaml"
+    settings_path = args.settings or settings_file(config)
+    out = args.out or ROOT / "results" / f"selection_{args.dataset}.csv"
+    paper, selected = load_settings(settings_path, "paper"), load_settings(settings_path, "selected")
     if args.dataset == "weizmann":
-        scored = load_datamodule(config, data_args(data_dir=args.data_dir))
+        scored = load_config(["--config", config]).data.init_args  # the scored clips
         first = scored.clip_start + scored.clip_length
         if args.clip_start is None or args.clip_start < first:
             raise SystemExit(f"error: --clip-start must be >= {first}, the first frame after the scored clips; "
                              f"got {args.clip_start}")
-        overrides, label = data_args(data_dir=args.data_dir, clip_start=args.clip_start), f"clips from frame {args.clip_start}"
+        overrides = data_args(data_dir=args.data_dir, clip_start=args.clip_start)
+        label = f"clips from frame {args.clip_start}"
     else:
         overrides, label = data_args(args.indices, args.data_dir), args.indices
     dm = load_datamodule(config, overrides)
@@ -159,8 +169,8 @@ def main(argv=None) -> None:
         if method == "latent" and not args.vae:
             print("latent: no --vae checkpoint; skipped")
             continue
-        best = None
         grid = candidates(method, paper[method], selected[method])
+        start = len(rows)
         for i, s in enumerate(grid):
             tic = time.perf_counter()
             res = evaluate(models, videos, s, args.trials)
@@ -173,12 +183,11 @@ def main(argv=None) -> None:
             rows.append(row)
             print(f"{method} {i + 1}/{len(grid)}: {describe(s)} whole {row['whole']:.3f} cut {row['cut']:.3f} "
                   f"({row['seconds']} s)", flush=True)
-            if row["whole"] == row["whole"] and (best is None or row["whole"] < best[0]):  # a diverged cell is NaN
-                best = (row["whole"], s)
-        if best is None:
+        i = min(range(len(grid)), key=lambda i: by_whole(rows[start + i]))
+        if by_whole(rows[start + i]) == math.inf:
             raise SystemExit(f"error: every {method} cell diverged (NaN); nothing to select")
-        chosen[method] = best[1]
-        print(f"{method}: selected {describe(best[1])}, whole {best[0]:.3f}")
+        chosen[method] = grid[i]
+        print(f"{method}: selected {describe(grid[i])}, whole {rows[start + i]['whole']:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.append and out.exists():
         with open(out, newline="") as f:
@@ -195,8 +204,8 @@ def main(argv=None) -> None:
     if args.write and chosen:
         for method in selected:
             chosen.setdefault(method, selected[method])
-        write_selected(settings_file, {m: chosen[m] for m in ("tangent", "linear", "latent") if m in chosen})
-        print(f"updated the `selected` profile of {settings_file}")
+        write_selected(settings_path, {m: chosen[m] for m in ("tangent", "linear", "latent") if m in chosen})
+        print(f"updated the `selected` profile of {settings_path}")
 
 
 if __name__ == "__main__":

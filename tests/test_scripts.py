@@ -128,7 +128,8 @@ def test_static_reference_cell(tmp_path):
     from extrapolation.dtw import ssid_matrix
 
     (tmp_path / "cells").mkdir()
-    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", indices=None, data_dir=None)
+    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", indices=None, data_dir=None,
+                           clip_length=None)
     reproduce_table1.static_reference("rot", args)
     c = json.loads((tmp_path / "cells" / "rot_static.json").read_text())
     assert c["method"] == "static" and c["trials"] == 1 and c["settings"]["steps"] >= 1
@@ -142,7 +143,8 @@ def test_static_reference_cell(tmp_path):
 def test_table_cells_through_evaluate(ckpts, tmp_path):
     """Cells of each method at a profile's settings, cached while profile, settings and trials match; figures."""
     args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profiles=["selected"], indices=None,
-                           data_dir=None, methods=["linear", "tangent", "latent"], trials=2, no_figures=False,
+                           data_dir=None, clip_length=None, methods=["linear", "tangent", "latent"], trials=2,
+                           no_figures=False,
                            accelerator="cpu", train_args=[])
     (tmp_path / "cells").mkdir()
     reproduce_table1.evaluate_cells("rot", args, ckpts)

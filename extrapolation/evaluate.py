@@ -70,6 +70,11 @@ def rollout(models: Models, first: Tensor, settings: MethodSettings,
     """Extrapolate (B, 2, C, H, W) first frames with one method (paper Alg. 1, 2 or 3) -> (B, steps + 2, C, H, W).
 
     With ``return_info`` also returns the tangent rollout's `RolloutInfo` (None for the other methods)."""
+    with torch.autocast(first.device.type, enabled=False):  # float32 under a bf16-mixed trainer too
+        return _rollout(models, first.float(), settings, generators, return_info)
+
+
+def _rollout(models: Models, first: Tensor, settings: MethodSettings, generators, return_info: bool):
     u0, u1 = first[:, 0], first[:, 1]
     s = settings
     models = Models(*(batch_invariant(f) for f in (models.denoise, models.encode, models.decode)))

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ._common import build_network, configure_adam, input_shape, network_hparam
+from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 from .losses import LOSS_WEIGHTINGS, SIGMA_SCHEDULES, InverseVarianceNoiseLoss, NoiseLoss, psnr
 
 
@@ -34,6 +34,9 @@ class DenoiserModule(pl.LightningModule):
         val_sigmas: fixed noise levels at which val/test report PSNR (``val/psnr_25`` for 25/255).
         val_seed: seed of the val/test noise, drawn per batch index so epochs are comparable
             (assumes an unshuffled val loader).
+        channels_last: train with the network and batches in channels-last memory (the same numbers,
+            faster convolutions). Under the trainer's ``precision: bf16-mixed`` only the training step
+            runs in bfloat16: val/test (PSNR) always run in float32, and so do the rollouts.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class DenoiserModule(pl.LightningModule):
         sigma_floor: float = 3 / 255,
         val_sigmas: Sequence[float] = (15 / 255, 25 / 255, 50 / 255),
         val_seed: int = 0,
+        channels_last: bool = True,
     ):
         super().__init__()
         if sigma_schedule not in SIGMA_SCHEDULES:
@@ -83,8 +87,19 @@ class DenoiserModule(pl.LightningModule):
         sigma = self.sample_sigma(x.shape[0], generator)
         return self.noise_loss(self.network, x, sigma, generator)
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
     def _step(self, x: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor:
         x = x[0] if isinstance(x, (list, tuple)) else x  # tolerate (frames, ...) batches
+        x = to_memory_format(x, self.hparams.channels_last)
+        if stage == "train":
+            return self._loss_and_log(x, stage, batch_idx)
+        with full_precision(x.device):  # held-out numbers in float32 whatever the training precision
+            return self._loss_and_log(x, stage, batch_idx)
+
+    def _loss_and_log(self, x: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor:
         b = x.shape[0]
         if stage == "train" and self.frame_shape is None:
             self.frame_shape = tuple(x.shape[1:])  # lets `predict` check user frames against it

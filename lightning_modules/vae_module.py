@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import build_network, configure_adam, input_shape, network_hparam
+from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 
 
 class VAEModule(pl.LightningModule):
     """Loss per image = BCE summed over pixels + ``kl_weight`` * KL(q(z|x) || N(0, I)), batch mean.
 
     Val/test reconstruct from the posterior mean (the network's eval mode), so their
-    ``recon`` is deterministic and comparable across epochs.
+    ``recon`` is deterministic and comparable across epochs. ``channels_last``: as in ``DenoiserModule``;
+    under ``precision: bf16-mixed`` only the training step runs in bfloat16, the loss always in float32.
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class VAEModule(pl.LightningModule):
         lr_schedule: Literal["cosine", "step", "none"] = "cosine",
         lr_step_size: int = 100,
         lr_gamma: float = 0.5,
+        channels_last: bool = True,
     ):
         super().__init__()
         net = build_network(network)
@@ -51,15 +53,24 @@ class VAEModule(pl.LightningModule):
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, reconstruction BCE, KL) of the frames ``x (B, C, H, W)``, each per image, without logging."""
         b = x.shape[0]
-        logits, mean, logvar = self.network(x)
+        logits, mean, logvar = (t.float() for t in self.network(x))
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum() / b
         return recon + self.hparams.kl_weight * kl, recon, kl
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
     def _step(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         x = x[0] if isinstance(x, (list, tuple)) else x
+        x = to_memory_format(x, self.hparams.channels_last)
         b = x.shape[0]
-        loss, recon, kl = self.loss(x)
+        if stage == "train":
+            loss, recon, kl = self.loss(x)
+        else:
+            with full_precision(x.device):
+                loss, recon, kl = self.loss(x)
         on_step = stage == "train"
         kw = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         self.log(f"{stage}/loss", loss, prog_bar=True, **kw)

@@ -33,13 +33,13 @@ class BiasFreeBatchNorm2d(nn.Module):
         self.register_buffer("running_std", torch.ones(1, num_features, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            std = torch.sqrt(x.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + self.eps)
+        if self.training:  # float32 statistics, also under bfloat16 autocast
+            std = torch.sqrt(x.float().var(dim=(0, 2, 3), keepdim=True, unbiased=False) + self.eps)
             with torch.no_grad():
                 self.running_std.lerp_(std, self.momentum)
         else:
             std = self.running_std
-        return x / std * self.weight
+        return x / std.to(x.dtype) * self.weight.to(x.dtype)
 
 
 def _conv_block(cin: int, cout: int, bias: bool, norm: bool) -> nn.Sequential:

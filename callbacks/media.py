@@ -25,8 +25,32 @@ def auto_scale(height: int, target: int = 80) -> int:
 
 def to_uint8(frames: Tensor) -> np.ndarray:
     """Float frames in [0, 1] -> uint8 (same shape). wandb and video encoders cast floats without
-    scaling, which turns [0, 1] frames black."""
+    scaling, which turns [0, 1] frames black. Call on finite frames (`displayable`): NaN has no colour."""
     return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def displayable(frames: Tensor) -> Tensor:
+    """Frames `(T, C, H, W)` for display: clipped to [0, 1], and a frame that is not finite (a diverged rollout,
+    see `extrapolation.rollouts.Divergence`) replaced by a dark frame crossed in red."""
+    frames = frames.detach().float().cpu()
+    bad = ~torch.isfinite(frames).flatten(1).all(1)
+    out = frames.nan_to_num(0.0).clamp(0, 1)
+    if bad.any():
+        c, h, w = frames.shape[1:]
+        mark = torch.full((3, h, w), 0.15)
+        idx = torch.arange(min(h, w))
+        for rows, cols in ((idx * h // min(h, w), idx * w // min(h, w)),
+                           (idx * h // min(h, w), (w - 1) - idx * w // min(h, w))):
+            mark[:, rows, cols] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1)
+        out = out.expand(-1, 3, -1, -1).clone() if c == 1 else out
+        out[bad] = mark if out.shape[1] == 3 else mark[:1]
+    return out
+
+
+def finite_length(frames: Tensor) -> int:
+    """Frames before the first non-finite one (all of them if every frame is finite)."""
+    bad = ~torch.isfinite(frames.detach()).flatten(1).all(1)
+    return int(bad.float().argmax()) if bad.any() else frames.shape[0]
 
 
 def side_by_side(videos: Sequence[Tensor], labels: Sequence[str] | None = None, scale: int = 1,
@@ -34,11 +58,12 @@ def side_by_side(videos: Sequence[Tensor], labels: Sequence[str] | None = None, 
     """Panels `(T_i, C, H, W)` -> one RGB video `(T, 3, H', W')`, float in [0, 1].
 
     Shorter panels hold their last frame up to the longest one (T = max T_i). Panels are upscaled
-    by `scale` (nearest), separated by `separator` grey columns, and topped with a label row."""
+    by `scale` (nearest), separated by `separator` grey columns, and topped with a label row. Frames that are
+    not finite show as a red cross (`displayable`)."""
     t_max = max(v.shape[0] for v in videos)
     panels = []
     for i, v in enumerate(videos):
-        v = v.detach().float().cpu().clamp(0, 1)
+        v = displayable(v)
         if v.shape[1] == 1:
             v = v.expand(-1, 3, -1, -1)
         if v.shape[0] < t_max:
@@ -180,12 +205,14 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def alignment(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, float]:
-    """(cost (T_gt, T_pred), path (L, 2) of (gt index, prediction index), DTW-SSID)."""
+def alignment(prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, float, int]:
+    """(cost (T_gt, n), path (L, 2) of (gt index, prediction index), DTW-SSID, n) over the first n frames of the
+    prediction, those before it diverged (all of them if it did not)."""
     from extrapolation import dtw_ssid
 
-    value, cost, path = dtw_ssid(prediction, target, return_alignment=True)
-    return cost.cpu(), torch.tensor(path), float(value)
+    n = finite_length(prediction)
+    value, cost, path = dtw_ssid(prediction[:n], target, return_alignment=True)
+    return cost.cpu(), torch.tensor(path), float(value), n
 
 
 def write_media(videos: Tensor, names: list[str], shown: list[Tensor], out_dir: Path, *, latents: Tensor | None = None,
@@ -204,7 +231,8 @@ def write_media(videos: Tensor, names: list[str], shown: list[Tensor], out_dir: 
                                   labels=["ground truth"] + names, scale=scale)
         paths["rollout"].append(write_video(clip, out_dir / f"rollout_{i:02d}.{media_format}", fps))
         aligned = [alignment(shown[m][i], gt) for m in range(len(names))]
-        titles = [f"{n}: DTW-SSID {a[2]:.3f}" for n, a in zip(names, aligned)]
+        titles = [f"{n}: DTW-SSID {a[2]:.3f}" if a[3] == shown[m][i].shape[0] else
+                  f"{n}: diverged at frame {a[3]}; frames 0-{a[3] - 1}" for m, (n, a) in enumerate(zip(names, aligned))]
         fig = alignment_figure([a[0] for a in aligned], [a[1] for a in aligned], titles, caption)
         paths["alignment"].append(save_figure(fig, out_dir / f"alignment_{i:02d}.png"))
         if latents is not None:

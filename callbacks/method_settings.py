@@ -1,11 +1,11 @@
 """The extrapolation settings of the callbacks: a settings file's profile (`configs/extrapolation/<dataset>.yaml`)
-with the callbacks' overrides, validated once (`extrapolation.settings`)."""
+with the callbacks' flat overrides, validated once (`extrapolation.settings`, `extrapolation.methods`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-from extrapolation import MethodSettings, SettingsError, load_settings
+from extrapolation import Method, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,25 +17,16 @@ def settings_path(path: str | Path) -> Path:
     return path if path.is_absolute() or path.is_file() or not (ROOT / path).is_file() else ROOT / path
 
 
-def load_method_settings(path: str | Path, profile: str, methods: Sequence[str], owner: str, *,
-                         steps: int | None = None, eta: float | str | None = None, sigma: float | str | None = None,
-                         k: int | None = None, solver: Mapping[str, Any] | None = None,
-                         vae_eta: float | str | None = None) -> dict[str, MethodSettings]:
-    """{method: MethodSettings} of one profile of a settings file, with the overrides applied (None: the file's):
-    `steps` to every method, `eta` and `sigma` to tangent and linear, `k` and `solver` (which replaces the
-    file's solver) to tangent, `vae_eta` to latent. Raises one-line `SettingsError`s naming `owner`."""
+def load_method_settings(path: str | Path, profile: str, methods: Sequence[str], owner: str,
+                         **overrides) -> dict[str, Method]:
+    """{name: Method} of one profile of a settings file with the flat `overrides` applied to every method they
+    concern (`Method.overrides`: e.g. `sigma` to the denoiser methods, `vae_eta` to latent; None: the file's).
+    Raises one-line `SettingsError`s naming `owner`."""
     try:
         loaded = load_settings(settings_path(path), profile)
         missing = [m for m in methods if m not in loaded]
         if missing:
-            raise SettingsError(f"{path} [{profile}] has no settings for {missing}")
-        out = {}
-        for name, s in loaded.items():
-            if name == "latent":
-                out[name] = s.with_overrides(steps=steps, eta=vae_eta)
-            else:
-                s = s.with_overrides(steps=steps, eta=eta, sigma=sigma)
-                out[name] = s.with_overrides(k=k, solver=solver) if name == "tangent" else s
-        return out
+            raise SettingsError(f"{path} [{profile}] has no settings for {missing}; it has {sorted(loaded)}")
+        return {name: s.override(**overrides) for name, s in loaded.items()}
     except SettingsError as err:
         raise SettingsError(f"{owner}: {err}") from None

@@ -116,3 +116,16 @@ def dtw_ssid_batch(prediction: Tensor, target: Tensor) -> Tensor:
     if prediction.shape[0] != target.shape[0]:
         raise ValueError(f"got {prediction.shape[0]} predictions for {target.shape[0]} targets")
     return torch.stack([dtw_ssid(p, t) for p, t in zip(prediction, target)])
+
+
+READINGS = ("whole", "cut", "open_end", "reached", "coverage", "speed_ratio")
+
+
+def readings(cost: Tensor) -> dict[str, float]:
+    """Every reading of one rollout from its (T1, T2) SSID cost (rows: ground truth); NaN if not finite."""
+    if not torch.isfinite(cost).all():
+        return {name: float("nan") for name in READINGS}
+    cut = cost[: cost.shape[1]]
+    out = {name: float("nan") for name in READINGS}
+    out.update(whole=float(aggregate_path(cost, dtw_path(cost))), cut=float(aggregate_path(cut, dtw_path(cut))))
+    return out

@@ -7,6 +7,7 @@ no BatchNorm in train mode).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, NamedTuple, Sequence
 
@@ -408,3 +409,124 @@ def tangent_filter(
         p = op(p)
     p = p.squeeze(-1)
     return (p, op.applications) if return_info else p
+
+
+# ---------------------------------------------------------------------------------------------- step objects
+class StepInfo(NamedTuple):
+    """What one tangent step cost and found."""
+
+    eigenvalues: Tensor  # (B, k) top-k eigenvalues at x (an eigen-projection), (B, 0) otherwise
+    applications: int  # operator applications per image (a JVP, forward difference or VJP counts 1)
+    iterations: int
+
+
+class TangentStep:
+    """A tangent direction at a noisy frame: `p, state, info = step(denoise, x, v, state, generator)`.
+
+    `v` (B, N) is the velocity to project; `state` carries what the next step may reuse (a warm start), None at
+    the first step. Subclasses are frozen dataclasses whose fields are their settings (`STEPS` names them)."""
+
+    name: str = ""
+
+    def __call__(self, denoise: Denoiser, x: Tensor, v: Tensor, state, generator, first: bool):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def check_frame(self, numel: int) -> None:
+        """Raise ValueError if the step cannot run on frames of `numel` = C*H*W values."""
+
+
+def _positive(value, name: str, kind=int):
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not value > 0:
+        raise ValueError(f"{name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}")
+    return kind(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class EigenProjection(TangentStep):
+    """Paper Alg. 1 as written: p = V V^T v with V the top-k eigenvectors of the denoiser's Jacobian at x
+    (`tangent_basis`, warm-started from the previous step's block). `track_iters` caps every step after the first
+    at that many solver iterations (subspace tracking)."""
+
+    name = "eigen"
+    k: int = 4
+    solver: str = "block"  # block | subspace | power | exact (`tangent_basis` methods)
+    tol: float | None = None
+    max_iters: int | None = None
+    track_iters: int | None = None
+    oversample: int = DEFAULT_OVERSAMPLE
+    symmetric: bool = True
+    jacobian: str = "autodiff"
+    fd_step: float = FD_STEP
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        _positive(self.k, "step.k")
+        if self.solver not in METHODS:
+            raise ValueError(f"step.solver must be one of {METHODS}, got {self.solver!r}")
+        if self.jacobian not in JACOBIANS:
+            raise ValueError(f"step.jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
+        for key in ("max_iters", "track_iters", "chunk_size"):
+            if getattr(self, key) is not None:
+                _positive(getattr(self, key), f"step.{key}")
+        if isinstance(self.oversample, bool) or not isinstance(self.oversample, int) or self.oversample < 0:
+            raise ValueError(f"step.oversample must be an integer >= 0, got {self.oversample!r}")
+        for key in ("tol", "fd_step"):
+            if getattr(self, key) is not None:
+                _positive(getattr(self, key), f"step.{key}", float)
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"step.symmetric must be true or false, got {self.symmetric!r}")
+
+    def check_frame(self, numel: int) -> None:
+        if self.k > numel:
+            raise ValueError(f"step.k must be in [1, {numel}] (C*H*W of the frames), got {self.k}")
+
+    def __call__(self, denoise, x, v, state, generator, first):
+        kw = dict(tol=self.tol, max_iters=self.max_iters if first or self.track_iters is None else self.track_iters,
+                  symmetric=self.symmetric, oversample=self.oversample, chunk_size=self.chunk_size,
+                  jacobian=self.jacobian, fd_step=self.fd_step)
+        basis, info = tangent_basis(denoise, x, self.k, self.solver, init=state, generator=generator,
+                                    return_info=True, **kw)
+        p = (basis.transpose(1, 2) @ (basis @ v.unsqueeze(-1))).squeeze(-1)
+        warm = basis if info.block is None else info.block
+        return p, warm, StepInfo(info.eigenvalues, info.applications, info.iterations)
+
+    def describe(self) -> str:
+        extra = ", fd" if self.jacobian == "fd" else ""
+        extra += f", {self.track_iters} it/step" if self.track_iters else ""
+        return f"eigen-projection ({self.solver}{extra})"
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerFilter(TangentStep):
+    """The eigenvector-free step p = A^power v (`tangent_filter`; A = (J + J^T)/2, or J if not `symmetric`)."""
+
+    name = "filter"
+    power: int = 2
+    symmetric: bool = True
+    jacobian: str = "fd"
+    fd_step: float = FD_STEP
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        _positive(self.power, "step.power")
+        if self.jacobian not in JACOBIANS:
+            raise ValueError(f"step.jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
+        _positive(self.fd_step, "step.fd_step", float)
+        if self.chunk_size is not None:
+            _positive(self.chunk_size, "step.chunk_size")
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"step.symmetric must be true or false, got {self.symmetric!r}")
+
+    def __call__(self, denoise, x, v, state, generator, first):
+        p, apps = tangent_filter(denoise, x, v, self.power, symmetric=self.symmetric, jacobian=self.jacobian,
+                                 fd_step=self.fd_step, chunk_size=self.chunk_size, return_info=True)
+        return p, None, StepInfo(x.new_zeros(x.shape[0], 0), apps, self.power)
+
+    def describe(self) -> str:
+        return f"{'A' if self.symmetric else 'J'}^{self.power} v ({self.jacobian})"
+
+
+STEPS: dict[str, type[TangentStep]] = {"eigen": EigenProjection, "filter": PowerFilter}

@@ -127,7 +127,7 @@ class DenoiserModule(pl.LightningModule):
         return self._step(batch, "test", batch_idx)
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        """The batch itself: `callbacks.ExtrapolationWriter` rolls out predict batches (frame pairs);
+        """The batch itself: `callbacks.ExtrapolationCallback` rolls out predict batches (frame pairs);
         without this, Lightning would call forward on them."""
         return batch
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .dtw import aggregate_path, dtw_path, ssid_matrix
+from .dtw import readings, ssid_matrix
 from .rollouts import latent_rollout, linear_rollout, tangent_rollout
 from .settings import MethodSettings
 from .tangent import autograd_enabled
@@ -93,15 +93,12 @@ def _rollout(models: Models, first: Tensor, settings: MethodSettings, generators
     return (out, info) if return_info else out
 
 
-def dtw_readings(prediction: Tensor, target: Tensor) -> tuple[float, float]:
-    """DTW-SSID (paper A.2) of one rollout against the whole ground truth and against its first len(prediction)
-    frames; one cost matrix serves both. NaN for both where the cost is not finite (a diverged rollout whose
-    frames overflow the SSIM)."""
-    cost = ssid_matrix(target, prediction)  # rows: ground truth
-    if not torch.isfinite(cost).all():
-        return float("nan"), float("nan")
-    cut = cost[: prediction.shape[0]]
-    return float(aggregate_path(cost, dtw_path(cost))), float(aggregate_path(cut, dtw_path(cut)))
+def dtw_readings(prediction: Tensor, target: Tensor, n_given: int = 2) -> dict[str, float]:
+    """`extrapolation.dtw.readings` of one rollout (paper A.2; Tormene et al. 2008 for the open-end ones): DTW-SSID
+    against the whole ground truth and against its first len(prediction) frames, open-end DTW-SSID, reached,
+    coverage and speed ratio; one cost matrix serves all. All NaN where the cost is not finite (a diverged
+    rollout whose frames overflow the SSIM)."""
+    return readings(ssid_matrix(target, prediction), n_given)  # rows: ground truth
 
 
 def evaluate(models: Models, videos: Tensor, settings: MethodSettings, trials: int = 1, seed: int = 0, *,
@@ -145,7 +142,8 @@ def evaluate(models: Models, videos: Tensor, settings: MethodSettings, trials: i
             if not torch.isfinite(pred).all():
                 whole[t, v] = cut[t, v] = float("nan")
             else:
-                whole[t, v], cut[t, v] = dtw_readings(pred, videos[v].float().cpu())
+                r = dtw_readings(pred, videos[v].float().cpu())
+                whole[t, v], cut[t, v] = r["whole"], r["cut"]
             if keep_frames:
                 frames[t, v] = pred
     return Evaluation(whole, cut, seconds, frames, applications)

@@ -47,11 +47,13 @@ def test_dtw_path_edges():
 
 
 def test_overflowing_rollout_scores_nan():
-    """Finite frames far outside [0, 1] overflow the SSIM's float32 moments: both readings are NaN, not a crash."""
+    """Finite frames far outside [0, 1] overflow the SSIM's float32 moments: every reading is NaN, not a crash."""
     from extrapolation.evaluate import dtw_readings
 
     target = video(5, 0)
-    assert all(x != x for x in dtw_readings(torch.full_like(target, 1e30), target))
+    r = dtw_readings(torch.full_like(target, 1e30), target)
+    assert set(r) == {"whole", "cut", "open_end", "reached", "coverage", "speed_ratio"}
+    assert all(x != x for x in r.values())
 
 
 def test_ssid_matrix_matches_torchmetrics():

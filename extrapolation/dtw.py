@@ -7,9 +7,15 @@ prediction (N2 frames) its columns, as in the paper's Fig. 4.
 Aggregation (the paper is silent on it): after DTW, each ground-truth frame gets ONE distance, the mean of the
 costs of the prediction frames matched to it; DTW-SSID is the mean of these N1 values. So every target frame
 weighs the same however many prediction frames align to it, and dtw_ssid(a, b) != dtw_ssid(b, a) in general.
+
+The closed-end readings reward pace (a rollout faster than the video scores better against the whole ground
+truth); `readings` adds an open-end DTW (Tormene et al. 2008: the whole rollout against the best-matching prefix
+of the ground truth), which measures where the rollout went, and the coverage and speed ratio read off its path.
+Paths come from dtw-python.
 """
 from __future__ import annotations
 
+import dtw
 import numpy as np
 import torch
 from torch import Tensor
@@ -65,28 +71,68 @@ def ssid_matrix(a: Tensor, b: Tensor, chunk: int = 4096) -> Tensor:
     return torch.cat(rows)
 
 
+def _numpy(cost: Tensor | np.ndarray, who: str) -> np.ndarray:
+    c = cost.detach().cpu().double().numpy() if isinstance(cost, Tensor) else np.asarray(cost, dtype=float)
+    if not np.isfinite(c).all():
+        raise ValueError(f"{who}: the cost matrix has non-finite entries")
+    return c
+
+
 def dtw_path(cost: Tensor | np.ndarray) -> list[tuple[int, int]]:
     """Classic DTW alignment path (paper A.2 step 2): (0,0) -> (N1-1,N2-1), steps (i-1,j), (i,j-1), (i-1,j-1).
 
-    Minimises the summed cost along the path; ties are broken towards the diagonal step.
+    Minimises the summed cost along the path (dtw-python's `symmetric1`); ties are broken towards the diagonal
+    step, then towards the row step (i-1,j).
     """
-    c = cost.detach().cpu().double().numpy() if isinstance(cost, Tensor) else np.asarray(cost, dtype=float)
-    if not np.isfinite(c).all():
-        raise ValueError("dtw_path: the cost matrix has non-finite entries")
-    n1, n2 = c.shape
-    acc = np.full((n1 + 1, n2 + 1), np.inf)
-    acc[0, 0] = 0.0
-    for i in range(1, n1 + 1):
-        for j in range(1, n2 + 1):
-            acc[i, j] = c[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-    i, j = n1, n2
-    path = [(i - 1, j - 1)]
-    while (i, j) != (1, 1):
-        # Candidates in tie-break order: diagonal first.
-        moves = [(i - 1, j - 1), (i - 1, j), (i, j - 1)]
-        i, j = min(moves, key=lambda ij: acc[ij])
-        path.append((i - 1, j - 1))
-    return path[::-1]
+    c = _numpy(cost, "dtw_path")
+    # Transposed so that dtw-python's tie order (diagonal, then a step along its reference) is diagonal, then
+    # (i-1,j): the same path as a hand-written backtrack over (i-1,j-1), (i-1,j), (i,j-1), ties included.
+    al = dtw.dtw(c.T, step_pattern="symmetric1")
+    return list(zip(al.index2.tolist(), al.index1.tolist()))
+
+
+def open_end_path(cost: Tensor | np.ndarray) -> list[tuple[int, int]]:
+    """Open-end DTW path (Tormene et al. 2008) of a (T1, T2) cost: every rollout column, a prefix of the
+    ground-truth rows; (gt_index, rollout_index) pairs from (0, 0) to (reached, T2 - 1)."""
+    al = _open_end(_numpy(cost, "open_end_path"))
+    return list(zip(al.index2.tolist(), al.index1.tolist()))
+
+
+def _open_end(c: np.ndarray):
+    # Query = rollout (matched whole), reference = ground truth (open end). symmetric2 (normalised by N + M, the
+    # path's weight) has no slope limit; `asymmetric` would cap the pace at 2 ground-truth frames per rollout frame.
+    return dtw.dtw(c.T, step_pattern="symmetric2", open_end=True)
+
+
+READINGS = ("whole", "cut", "open_end", "reached", "coverage", "speed_ratio")
+
+
+def readings(cost: Tensor, n_given: int = 2) -> dict[str, float]:
+    """Closed-end (paper A.2) and open-end (Tormene et al. 2008) DTW readings of one rollout's (T1, T2) SSID cost.
+
+    Rows are the ground truth. `whole` / `cut`: paper A.2 DTW-SSID against all T1 rows / the first min(T1, T2).
+    `open_end`: the whole rollout against its best-matching ground-truth prefix, symmetric2 step pattern,
+    normalised by the path weight T2 + reached + 1. `reached`: last ground-truth row on that path; `coverage`:
+    reached / (T1 - 1) (1 if T1 = 1). `speed_ratio`: least-squares slope (with intercept) of the matched
+    ground-truth row (mean when several match one rollout frame) against the rollout frame, over rollout frames
+    n_given - 1 .. T2 - 1: the given frames match rows 0 .. n_given - 1 anyway, so the pace is the generated
+    frames' from the last given one (NaN with fewer than two such frames). All NaN if the cost is not finite.
+    """
+    if not torch.isfinite(cost).all():
+        return dict.fromkeys(READINGS, float("nan"))
+    t1, t2 = cost.shape
+    cut = cost[: min(t1, t2)]
+    out = dict(whole=float(aggregate_path(cost, dtw_path(cost))), cut=float(aggregate_path(cut, dtw_path(cut))))
+    al = _open_end(_numpy(cost, "readings"))
+    reached = int(al.jmin)
+    # Mean matched ground-truth index per rollout frame (index1 covers 0..T2-1, each at least once).
+    matched = np.bincount(al.index1, weights=al.index2, minlength=t2) / np.bincount(al.index1, minlength=t2)
+    x = np.arange(max(n_given - 1, 0), t2, dtype=float)
+    y = matched[max(n_given - 1, 0):]
+    slope = float(np.polyfit(x, y, 1)[0]) if x.size >= 2 else float("nan")
+    out.update(open_end=float(al.normalizedDistance), reached=float(reached),
+               coverage=reached / (t1 - 1) if t1 > 1 else 1.0, speed_ratio=slope)
+    return out
 
 
 def aggregate_path(cost: Tensor, path: list[tuple[int, int]]) -> Tensor:
@@ -117,15 +163,3 @@ def dtw_ssid_batch(prediction: Tensor, target: Tensor) -> Tensor:
         raise ValueError(f"got {prediction.shape[0]} predictions for {target.shape[0]} targets")
     return torch.stack([dtw_ssid(p, t) for p, t in zip(prediction, target)])
 
-
-READINGS = ("whole", "cut", "open_end", "reached", "coverage", "speed_ratio")
-
-
-def readings(cost: Tensor) -> dict[str, float]:
-    """Every reading of one rollout from its (T1, T2) SSID cost (rows: ground truth); NaN if not finite."""
-    if not torch.isfinite(cost).all():
-        return {name: float("nan") for name in READINGS}
-    cut = cost[: cost.shape[1]]
-    out = {name: float("nan") for name in READINGS}
-    out.update(whole=float(aggregate_path(cost, dtw_path(cost))), cut=float(aggregate_path(cut, dtw_path(cut))))
-    return out

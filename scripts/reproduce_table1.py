@@ -338,7 +338,8 @@ def static_reference(ds: str, args) -> None:
     videos = load_datamodule(config, selection).videos.float()
     t0 = time.time()
     frames = torch.cat([videos[:, :2], videos[:, 1:2].expand(-1, steps, -1, -1, -1)], 1)
-    scores = torch.tensor([dtw_readings(f, v) for f, v in zip(frames, videos)], dtype=torch.float64)  # (V, 2)
+    scores = torch.tensor([[r["whole"], r["cut"]] for r in map(dtw_readings, frames, videos)],
+                          dtype=torch.float64)  # (V, 2)
     result = dict(dataset=ds, method="static", profile="reference", trials=1, seconds=time.time() - t0,
                   **summary(scores[None, :, 0], scores[None, :, 1]), settings=dict(steps=steps), data_args=selection,
                   train_args=[], commit=git_commit(), machine=machine())

@@ -1,11 +1,13 @@
-"""DTW-SSID (paper A.2): cost matrix, DTW path, per-target-frame aggregation, the Metric."""
+"""DTW-SSID (paper A.2): cost matrix, DTW path, per-target-frame aggregation, the Metric; open-end readings."""
+import math
+
+import numpy as np
 import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from extrapolation import aggregate_path, dtw_path, dtw_ssid, dtw_ssid_batch, ssid_matrix
-
-
+from extrapolation.dtw import open_end_path, readings
 
 
 def video(t=5, seed=0, size=16):
@@ -45,11 +47,13 @@ def test_dtw_path_edges():
 
 
 def test_overflowing_rollout_scores_nan():
-    """Finite frames far outside [0, 1] overflow the SSIM's float32 moments: both readings are NaN, not a crash."""
+    """Finite frames far outside [0, 1] overflow the SSIM's float32 moments: every reading is NaN, not a crash."""
     from extrapolation.evaluate import dtw_readings
 
     target = video(5, 0)
-    assert all(x != x for x in dtw_readings(torch.full_like(target, 1e30), target))
+    r = dtw_readings(torch.full_like(target, 1e30), target)
+    assert set(r) == {"whole", "cut", "open_end", "reached", "coverage", "speed_ratio"}
+    assert all(x != x for x in r.values())
 
 
 def test_ssid_matrix_matches_torchmetrics():
@@ -96,3 +100,113 @@ def test_batch_matches_pairs():
     assert values.shape == (3,)
     for v in range(3):
         torch.testing.assert_close(values[v], dtw_ssid(pred[v], gt[v]))
+
+
+def reference_dtw_path(cost):
+    """The hand-written closed-end DTW that `dtw_path` replaced: backtrack over (i-1,j-1), (i-1,j), (i,j-1)."""
+    c = np.asarray(cost, dtype=float)
+    n1, n2 = c.shape
+    acc = np.full((n1 + 1, n2 + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n1 + 1):
+        for j in range(1, n2 + 1):
+            acc[i, j] = c[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
+    i, j = n1, n2
+    path = [(i - 1, j - 1)]
+    while (i, j) != (1, 1):
+        i, j = min([(i - 1, j - 1), (i - 1, j), (i, j - 1)], key=lambda ij: acc[ij])
+        path.append((i - 1, j - 1))
+    return path[::-1]
+
+
+def reference_open_end(cost):
+    """Open-end DTW by brute force: symmetric2 (diagonal steps weigh 2) over every rollout column, normalised
+    distance min over ground-truth prefixes 0..j of acc / (T2 + j + 1) -> (value, j)."""
+    c = np.asarray(cost, dtype=float).T  # rollout rows
+    n, m = c.shape
+    acc = np.full((n, m), np.inf)
+    for i in range(n):
+        for j in range(m):
+            acc[i, j] = c[0, 0] if i == j == 0 else min(
+                acc[i - 1, j - 1] + 2 * c[i, j] if i and j else np.inf,
+                acc[i - 1, j] + c[i, j] if i else np.inf, acc[i, j - 1] + c[i, j] if j else np.inf)
+    norm = acc[-1] / (n + np.arange(m) + 1)
+    return norm.min(), int(norm.argmin())
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (7, 5), (5, 7), (30, 12), (100, 55)])
+def test_dtw_path_matches_hand_written(shape):
+    """dtw-python's symmetric1 path is the hand-written one, on ties too (small integer costs), and so are the
+    aggregated readings."""
+    g = torch.Generator().manual_seed(sum(shape))
+    for cost in (torch.rand(shape, generator=g, dtype=torch.float64),
+                 torch.randint(0, 3, shape, generator=g).double()):
+        assert dtw_path(cost) == reference_dtw_path(cost)
+        r = readings(cost)
+        cut = cost[: min(shape)]
+        assert abs(r["whole"] - aggregate_path(cost, reference_dtw_path(cost)).item()) < 1e-12
+        assert abs(r["cut"] - aggregate_path(cut, reference_dtw_path(cut)).item()) < 1e-12
+        value, reached = reference_open_end(cost)
+        assert r["reached"] == reached and open_end_path(cost)[-1] == (reached, shape[1] - 1)
+        assert abs(r["open_end"] - value) < 1e-12
+
+
+def test_readings_by_hand():
+    """Rows: ground truth (5), columns: rollout (3). Open end (symmetric2: diagonal steps count twice, first cell
+    once): ending at ground-truth row 2 along the diagonal costs 0 + 2 * 0.2 + 2 * 0.4 = 1.2 over 3 + 3 = 0.2;
+    one more row step to row 3 adds 0.1: 1.3 / 7 = 0.186 is lower (row 4: 2.3 / 8, row 1: 1.4 / 5, row 0: 2 / 4).
+    Matched rows per rollout frame: 0, 1, mean(2, 3) = 2.5; slope over frames 1, 2 (n_given 2) = 1.5, over
+    0, 1, 2 (n_given 1) = 2.5 / 2 = 1.25. Closed end (symmetric1): path (0,0) (1,1) (2,2) (3,2) (4,2): per row
+    0, 0.2, 0.4, 0.1, 1 -> whole 0.34; cut (first 3 rows): (0 + 0.2 + 0.4) / 3 = 0.2."""
+    cost = torch.tensor([[0.0, 1, 1], [1, 0.2, 1], [1, 1, 0.4], [1, 1, 0.1], [1, 1, 1]], dtype=torch.float64)
+    assert open_end_path(cost) == [(0, 0), (1, 1), (2, 2), (3, 2)]
+    assert dtw_path(cost) == [(0, 0), (1, 1), (2, 2), (3, 2), (4, 2)]
+    want = dict(whole=0.34, cut=0.2, open_end=1.3 / 7, reached=3.0, coverage=0.75, speed_ratio=1.5)
+    assert readings(cost) == pytest.approx(want, abs=1e-12, rel=0)
+    assert readings(cost, n_given=1) == pytest.approx({**want, "speed_ratio": 1.25}, abs=1e-12, rel=0)
+
+
+def blob_video(times, size=20, length=100):
+    """A Gaussian blob (sigma 2 px) crossing the frame along a gentle curve: frame t of a `length`-frame video,
+    at any real t (so slower playback has frames between the video's)."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                            indexing="ij")
+    frames = []
+    for t in times:
+        x, y = 3 + 14 * t / (length - 1), size / 2 - 3 * math.sin(t / 15)
+        frames.append(torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)[None])
+    return torch.stack(frames).float()
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.0, 2.0])
+def test_readings_oracle_speed(speed):
+    """The video itself played at 0.5x / 1x / 2x after its two given frames: the open-end reading is ~0 (where it
+    went is right) and the speed ratio is the playback speed, whatever the pace does to the closed-end ones."""
+    gt = blob_video(range(100))
+    rollout = blob_video([0] + [1 + (k - 1) * speed for k in range(1, 30)])
+    r = readings(ssid_matrix(gt, rollout))
+    assert r["open_end"] < 0.02
+    assert abs(r["speed_ratio"] - speed) < 0.1 * speed
+    assert r["reached"] == pytest.approx(1 + 28 * speed, abs=1) and r["coverage"] == r["reached"] / 99
+    if speed != 1.0:  # the closed-end readings do see the pace
+        assert r["cut"] > 0.01
+
+
+def test_readings_oracle_frozen():
+    """A rollout that holds the second given frame: nothing of the video reached, no pace, nothing wrong with
+    where it is (open end 0), while the closed-end readings are large."""
+    gt = blob_video(range(100))
+    r = readings(ssid_matrix(gt, blob_video([0] + [1] * 29)))
+    assert r["coverage"] < 0.05 and abs(r["speed_ratio"]) < 1e-9 and r["open_end"] < 1e-6
+    assert r["whole"] > 0.3 and r["cut"] > 0.2
+
+
+def test_readings_non_finite():
+    cost = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    for bad in (float("nan"), float("inf")):
+        c = cost.clone()
+        c[3, 2] = bad
+        r = readings(c)
+        assert len(r) == 6 and all(math.isnan(v) for v in r.values())
+    with pytest.raises(ValueError, match="non-finite"):
+        open_end_path(c)

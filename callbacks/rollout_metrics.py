@@ -288,8 +288,8 @@ class ExtrapolationCallback(Callback):
             # each pair draws the noise of video `index` in trial 0: frames do not depend on batching
             out, info = rollout(models, frames.float(), method, video_generators(self.seed, 0, indices))
         sources = batch.get("source") or [""] * len(indices)
-        common = dict(settings_file=self.settings, profile=self.profile, step=method.step_name(),
-                      **method.settings(), seed=self.seed)
+        common = dict(settings_file=self.settings, profile=self.profile, **method.settings(),
+                      step_name=method.step_name(), seed=self.seed)
         for video, index, source, d in zip(out.cpu(), indices, sources, info.diverged.tolist()):
             if d >= 0:
                 rank_zero_warn(f"ExtrapolationCallback: pair {index} ({source or 'frames'}): the {name} rollout "

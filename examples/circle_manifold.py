@@ -9,15 +9,15 @@ import sys
 
 import torch
 
-from extrapolation import linear_rollout, tangent_rollout
+from extrapolation import EigenProjection, linear_rollout, tangent_rollout
 from extrapolation.circle import CircleDenoiser
 
 
 def run(steps=40, eta=0.3, sigma=0.05, k=1, seed=0, n=64):
     den = CircleDenoiser(n=n, sigma=sigma)
     u0, u1 = den.point(0.0), den.point(0.1)
-    tan = tangent_rollout(den, u0, u1, steps, eta, sigma, k, generator=torch.Generator().manual_seed(seed))
-    lin = linear_rollout(den, u0, u1, steps, eta, sigma, generator=torch.Generator().manual_seed(seed))
+    tan, _ = tangent_rollout(den, u0, u1, steps, eta, sigma, EigenProjection(k=k), torch.Generator().manual_seed(seed))
+    lin, _ = linear_rollout(den, u0, u1, steps, eta, sigma, generator=torch.Generator().manual_seed(seed))
     return den, tan[0], lin[0]
 
 

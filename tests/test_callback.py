@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from callbacks import ExtrapolationCallback, media  # noqa: E402
 from datamodules import RotatedMNISTDataModule  # noqa: E402
-from extrapolation import Models, SettingsError, evaluate, latent_rollout  # noqa: E402
+from extrapolation import EigenProjection, Models, PowerFilter, SettingsError, evaluate, latent_rollout  # noqa: E402
 from lightning_modules import DenoiserModule, VAEModule, WandbLogger  # noqa: E402
 from networks import VAE, UNet  # noqa: E402
 
@@ -78,18 +78,21 @@ def test_figures(tmp_path):
 
 
 def test_rejects_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match=r"has no settings for \['spline'\]"):
         ExtrapolationCallback(SETTINGS, methods=("tangent", "spline"))
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="media_format"):
         ExtrapolationCallback(SETTINGS, media_format="avi")
+    with pytest.raises(SettingsError, match=r"no settings for \[.spline.\]"):
+        ExtrapolationCallback(SETTINGS, predict_method="spline")  # checked like the methods
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(k=0), "tangent.k must be a positive integer, got 0"),
+    (dict(profile="paper", k=0), "tangent.step.k must be a positive integer, got 0"),
+    (dict(k=2), "k applies to an eigen-projection step, not A.2 v"),  # the selected step has no k
     (dict(sigma=-1), "sigma must be >= 0, got -1"),
     (dict(eta=float("nan")), "eta must be finite"),
     (dict(vae_eta=0), "latent.eta must be > 0"),
-    (dict(solver={"method": "lanczos"}), "solver.method must be one of"),
+    (dict(step={"type": "lanczos"}), "step must be a mapping with `type` one of"),
     (dict(profile="best"), "no profile 'best'"),
     (dict(settings="configs/extrapolation/nope.yaml"), "nope.yaml does not exist"),
 ])
@@ -121,28 +124,44 @@ def test_settings_come_from_the_file_with_overrides():
     s = cb.method_settings
     assert s == want and s["tangent"].steps == 53  # rot.yaml, selected
     assert ExtrapolationCallback(SETTINGS, profile="paper").method_settings["tangent"].eta == 1.0
-    s = ExtrapolationCallback(SETTINGS, steps=5, sigma="10/255", k=2, solver={"max_iters": 3}, vae_eta=0.5).method_settings
+    s = ExtrapolationCallback(SETTINGS, steps=5, sigma="10/255", step={"type": "eigen", "max_iters": 3}, k=2,
+                              vae_eta=0.5).method_settings
     assert [x.steps for x in s.values()] == [5, 5, 5]
     assert s["tangent"].sigma == s["linear"].sigma == pytest.approx(10 / 255)
-    assert (s["tangent"].k, dict(s["tangent"].solver), s["latent"].eta) == (2, {"max_iters": 3}, 0.5)
+    assert (s["tangent"].step, s["latent"].eta) == (EigenProjection(k=2, max_iters=3), 0.5)
     assert s["linear"].eta == want["linear"].eta  # overrides only what is given
 
 
 def test_k_larger_than_the_frame_fails_in_setup_before_the_first_epoch(tmp_path):
-    cb = make_cb(k=401)  # 20x20 frames: C*H*W = 400
+    cb = make_cb(profile="paper", k=401)  # 20x20 frames: C*H*W = 400
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
-    with pytest.raises(SettingsError, match=r"^ExtrapolationCallback: tangent.k must be in \[1, 400\]"):
+    with pytest.raises(SettingsError, match=r"^ExtrapolationCallback: tangent.step.k must be in \[1, 400\]"):
         trainer.fit(make_denoiser(), make_dm())
-    assert trainer.global_step == 0 and cb.num_rollouts == 0
+    assert trainer.global_step == 0
 
 
 # ---------------------------------------------------------------- with a Trainer
 V, T, STEPS = 3, 16, 5
-SOLVER = dict(max_iters=3)  # an untrained net has no spectral gap: cap the eigen-solver (CPU time)
 
 
 def make_cb(**kw):
-    return ExtrapolationCallback(SETTINGS, **dict(dict(steps=STEPS, k=1, solver=SOLVER), **kw))
+    return ExtrapolationCallback(SETTINGS, **dict(dict(steps=STEPS), **kw))  # the shipped tangent step (A^2 v)
+
+
+@pytest.fixture
+def rollouts(monkeypatch):
+    """The `evaluate` calls the callback makes: [(method name, Evaluation)]."""
+    import callbacks.rollout_metrics as rm
+
+    calls = []
+
+    def spy(models, videos, method, *args, **kwargs):
+        result = evaluate(models, videos, method, *args, **kwargs)
+        calls.append((method.name, result))
+        return result
+
+    monkeypatch.setattr(rm, "evaluate", spy)
+    return calls
 
 
 def make_dm():
@@ -174,18 +193,22 @@ def finish_wandb():
     wandb.finish()
 
 
-def test_fit_logs_metrics_and_media(tmp_path, finish_wandb):
+def test_fit_logs_metrics_and_media(tmp_path, finish_wandb, rollouts):
     cb = make_cb(every_n_epochs=2, batch_size=2, num_media_videos=2)
     trainer = make_trainer(tmp_path, cb, max_epochs=3, num_sanity_val_steps=1)
     trainer.fit(make_denoiser(), make_dm())
 
     # due: epoch 2 (every_n_epochs=2) and 3 (the last), not 1 nor the sanity check; each time one
     # `evaluate` call per method
-    assert cb.num_rollouts == 2 * 2
+    assert len(rollouts) == 2 * 2
     rows = read_metrics(trainer)
-    for name in ("val/dtw_ssid/tangent", "val/dtw_ssid/linear", "val/dtw_ssid_cut/tangent", "val/dtw_ssid_cut/linear"):
-        value = float(trainer.callback_metrics[name])
-        assert 0 <= value < 2
+    for metric, low, high in (("dtw_ssid", 0, 2), ("dtw_ssid_cut", 0, 2), ("dtw_ssid_open", 0, 2),
+                              ("coverage", 0, 1), ("speed_ratio", -50, 50), ("diverged", 0, 1),
+                              ("rollout_seconds", 0, 600)):
+        for method in ("tangent", "linear"):
+            name = f"val/{metric}/{method}"
+            value = float(trainer.callback_metrics[name])
+            assert low <= value <= high, name
         logged = [(int(r["epoch"]), float(r[name])) for r in rows if r.get(name)]
         assert [e for e, _ in logged] == [1, 2] and logged[-1][1] == pytest.approx(value)
 
@@ -208,28 +231,28 @@ def test_fit_logs_metrics_and_media(tmp_path, finish_wandb):
     assert len(glob.glob(f"{offline[0]}/images/val/manifold_*.png")) == 4
 
 
-def test_restores_train_mode_and_runs_without_wandb(tmp_path):
+def test_restores_train_mode_and_runs_without_wandb(tmp_path, rollouts):
     cb = make_cb(methods=("linear", "latent"), num_media_videos=0, vae_checkpoint=str(tmp_path / "not_trained_yet.ckpt"))
     model = make_denoiser()
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
     with pytest.warns(UserWarning, match="latent"):
         trainer.fit(model, make_dm())
-    assert cb.num_rollouts == 1  # linear; latent skipped
+    assert [name for name, _ in rollouts] == ["linear"]  # latent skipped
     assert "val/dtw_ssid/linear" in trainer.callback_metrics
     assert "val/dtw_ssid/latent" not in trainer.callback_metrics
     assert model.training  # Lightning's train mode came back after validation
     assert not (Path(trainer.log_dir) / "media").exists()
 
 
-def test_test_reports_mean_and_std_over_trials(tmp_path, finish_wandb):
+def test_test_reports_mean_and_std_over_trials(tmp_path, finish_wandb, rollouts):
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     cb = make_cb(methods=("linear",), test_trials=3, num_media_videos=1)
     trainer = make_trainer(tmp_path, cb, callbacks=[ckpt], num_sanity_val_steps=0, limit_val_batches=0)
     model, dm = make_denoiser(), make_dm()
     trainer.fit(model, dm)
-    assert cb.num_rollouts == 0  # no validation
+    assert not rollouts  # no validation
     trainer.test(model, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert cb.num_rollouts == 1  # 3 trials of 1 method in one `evaluate` call
+    assert len(rollouts) == 1  # 3 trials of 1 method in one `evaluate` call
     m = trainer.callback_metrics
     for method in ("linear",):
         assert 0 <= float(m[f"test/dtw_ssid/{method}"]) < 2
@@ -251,33 +274,37 @@ def test_same_seed_same_numbers_as_evaluate(tmp_path):
         cb = make_cb(methods=("linear",), seed=seed, num_media_videos=0, **kw)
         trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0, max_steps=0)
         trainer.validate(make_denoiser(), make_dm())
-        return float(trainer.callback_metrics["val/dtw_ssid/linear"]), cb
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}, cb
 
     (a, cb), (b, _), (c, _) = run(0), run(0, batch_size=1), run(1)
-    assert a == pytest.approx(b, abs=1e-6) and a != c
+    assert a["val/dtw_ssid/linear"] == pytest.approx(b["val/dtw_ssid/linear"], abs=1e-6)
+    assert a["val/dtw_ssid/linear"] != c["val/dtw_ssid/linear"]
     # the very numbers of `extrapolation.evaluate` on the whole set
     dm = make_dm()
     dm.setup("validate")
-    expected = evaluate(Models(denoise=make_denoiser().eval().denoise), dm.videos, cb.method_settings["linear"], seed=0)
-    torch.testing.assert_close(cb.last_scores["linear"][:, 0], expected.whole)
-    torch.testing.assert_close(cb.last_scores["linear"][:, 1], expected.cut)
+    expected = evaluate(Models(denoise=make_denoiser().eval().denoise), dm.videos, cb.method_settings["linear"],
+                        seed=0).summary()
+    for metric, key in (("dtw_ssid", "whole_mean"), ("dtw_ssid_cut", "cut_mean"), ("dtw_ssid_open", "open_end_mean"),
+                        ("coverage", "coverage_mean"), ("speed_ratio", "speed_ratio_median")):
+        assert a[f"val/{metric}/linear"] == pytest.approx(expected[key], abs=1e-6), metric
 
 
-def test_latent_method_with_vae(tmp_path):
-    # a VAE being trained: the callback rolls out with the module itself, latent only
+def test_latent_method_with_vae(tmp_path, rollouts):
+    # a VAE being trained (configs/vae_*.yaml: methods [latent]): the callback rolls out with the module itself
     torch.manual_seed(0)
     vae = VAEModule(VAE(image_size=20, latent_dim=8, widths=(4, 8)))
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "vae"), save_last=True)
-    cb = make_cb(num_media_videos=1)
+    cb = make_cb(methods=("latent",), num_media_videos=1)
     trainer = make_trainer(tmp_path, cb, callbacks=[ckpt], wandb_logger=False, num_sanity_val_steps=0)
     trainer.fit(vae, make_dm())
     assert "val/dtw_ssid/latent" in trainer.callback_metrics
     assert "val/dtw_ssid/tangent" not in trainer.callback_metrics
 
     # a denoiser run compares the methods with the VAE from its checkpoint
-    cb = make_cb(methods=("linear", "latent"), vae_eta=0.5, vae_checkpoint=str(tmp_path / "vae"),
-                 num_media_videos=1)  # a folder: its newest checkpoint
+    cb = make_cb(methods=("linear", "latent"), vae_eta=0.5, num_media_videos=1)
+    cb.set_vae(VAEModule.load_from_checkpoint(tmp_path / "vae" / "last.ckpt"))  # what train.py hands over
     trainer = make_trainer(tmp_path / "d", cb, wandb_logger=False, num_sanity_val_steps=0)
+    rollouts.clear()
     trainer.fit(make_denoiser(), make_dm())
     for method in ("linear", "latent"):
         assert f"val/dtw_ssid/{method}" in trainer.callback_metrics
@@ -285,30 +312,99 @@ def test_latent_method_with_vae(tmp_path):
     vae = VAEModule.load_from_checkpoint(tmp_path / "vae" / "last.ckpt").eval()
     gt = trainer.datamodule.videos[:1].float()
     with torch.no_grad():
-        expected = latent_rollout(vae.encode, vae.decode, gt[:, 0], gt[:, 1], STEPS, 0.5)
-    torch.testing.assert_close(cb.last_shown["latent"], expected)
+        expected, _ = latent_rollout(vae.encode, vae.decode, gt[:, 0], gt[:, 1], STEPS, 0.5)
+    shown = dict(rollouts)["latent"].frames[0, :1]
+    torch.testing.assert_close(shown, expected)
     frames = gif_frames(Path(trainer.log_dir) / "media" / "val" / "epoch_000" / "rollout_00.gif")
     assert frames[0].shape[1] > 3 * 80  # three panels: ground truth | linear | latent
 
 
 def test_numerical_failure_gives_nan_not_a_crash(tmp_path, monkeypatch):
-    import importlib
-
     def failing(*args, **kwargs):
         raise torch.linalg.LinAlgError("eigh failed to converge")
 
-    monkeypatch.setattr(importlib.import_module("extrapolation.evaluate"), "tangent_rollout", failing)
+    monkeypatch.setattr(PowerFilter, "__call__", failing)
     cb = make_cb(num_media_videos=1)
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
-    with pytest.warns(UserWarning, match=r"tangent rollout of videos \[0, 1, 2\] failed"):
+    with pytest.warns(UserWarning, match=r"tangent: 3 of 3 rollouts diverged \(videos \[0, 1, 2\], from frame 2\)"):
         trainer.fit(make_denoiser(), make_dm())
     assert torch.isnan(trainer.callback_metrics["val/dtw_ssid/tangent"])
+    assert float(trainer.callback_metrics["val/diverged/tangent"]) == 1
     assert torch.isfinite(trainer.callback_metrics["val/dtw_ssid/linear"])
     assert (Path(trainer.log_dir) / "media" / "val" / "epoch_000" / "rollout_00.gif").exists()
 
 
-def test_skipped_under_fast_dev_run(tmp_path):
+class ExplodingDenoiser(DenoiserModule):
+    """Returns inf for video 1 (and any frame pair 1) from its third `denoise` call in a rollout on (`armed`)."""
+
+    armed = False
+
+    def denoise(self, x):
+        out = super().denoise(x)
+        if self.armed and x.shape[0] > 1:
+            self.calls += 1
+            if self.calls >= 3:
+                out = out.clone()
+                out[1] = float("inf")
+        return out
+
+
+def test_a_diverging_denoiser_scores_counts_draws_and_predicts(tmp_path, monkeypatch, rollouts):
+    """Divergence at frame 4 of video 1: NaN readings left out of the means and counted, media drawn from the finite
+    frames, predict writes the finite frames and says where it diverged; training goes on."""
+    import json
+
+    torch.manual_seed(0)
+    model = ExplodingDenoiser(UNet(widths=(8, 16), mid_width=16))
+    real = evaluate
+
+    def armed(models, *args, **kwargs):  # restart the count in every rollout
+        model.armed, model.calls = True, 0
+        try:
+            return real(models, *args, **kwargs)
+        finally:
+            model.armed = False
+
+    import callbacks.rollout_metrics as rm
+    monkeypatch.setattr(rm, "evaluate", armed)
+    cb = make_cb(methods=("linear",), num_media_videos=2)
+    trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0, max_epochs=2)
+    with pytest.warns(UserWarning, match=r"linear: 1 of 3 rollouts diverged \(videos \[1\], from frame 4\)"):
+        trainer.fit(model, make_dm())
+    assert trainer.current_epoch == 2  # training went on
+    m = trainer.callback_metrics
+    assert float(m["val/diverged/linear"]) == pytest.approx(1 / 3)
+    assert torch.isfinite(m["val/dtw_ssid/linear"]) and torch.isfinite(m["val/dtw_ssid_cut/linear"])
+    assert any(r.get("val/diverged/linear") for r in read_metrics(trainer))  # in the CSV too
+    media_dir = Path(trainer.log_dir) / "media" / "val" / "epoch_001"
+    frames = gif_frames(media_dir / "rollout_01.gif")
+    assert len(frames) == T and (media_dir / "alignment_01.png").exists() and (media_dir / "manifold_01.png").exists()
+
+    # predict: the writer keeps frames 0-3 and reports frame 4
+    from datamodules import FramePairsDataModule
+
+    dm = make_dm()
+    dm.setup("fit")
+    pairs = []
+    for i in range(2):
+        for j in range(2):
+            path = tmp_path / f"p{i}{j}.png"
+            Image.fromarray((dm.videos[i, j, 0].numpy() * 255).astype(np.uint8)).save(path)
+        pairs.append([str(tmp_path / f"p{i}0.png"), str(tmp_path / f"p{i}1.png")])
+    cb = make_cb(methods=("linear",), predict_method="linear", predict_dir=str(tmp_path / "pred"))
+    predictor = pl.Trainer(logger=False, callbacks=[cb], accelerator="cpu", enable_progress_bar=False)
+    model.armed, model.calls = True, 0
+    with pytest.warns(UserWarning, match="pair 1 .*diverged at frame 4; frames 0-3 written"):
+        predictor.predict(model, FramePairsDataModule(pairs=pairs, batch_size=2), return_predictions=False)
+    info = json.loads((tmp_path / "pred" / "pair_001" / "info.json").read_text())
+    assert info["diverged_at_frame"] == 4 and info["frames"] == 4 and info["method"] == "linear"
+    assert sorted(p.name for p in (tmp_path / "pred" / "pair_001").glob("frame_*.png")) == [
+        f"frame_{t:03d}.png" for t in range(4)]
+    assert json.loads((tmp_path / "pred" / "pair_000" / "info.json").read_text())["diverged_at_frame"] is None
+
+
+def test_skipped_under_fast_dev_run(tmp_path, rollouts):
     cb = make_cb(methods=("linear",))
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, fast_dev_run=1)
     trainer.fit(make_denoiser(), make_dm())
-    assert cb.num_rollouts == 0
+    assert not rollouts

@@ -151,9 +151,9 @@ def test_every_config_composes(config):
     cfg = load_config([*(["--config", ROOT / "configs/rot.yaml"] if overlay else []), "--config", config])
     assert experiment_folder(cfg).parent == Path("runs") and (ROOT / cfg.extrapolation.settings).is_file()
     checkpoints = [cb for cb in cfg.trainer.callbacks if cb.class_path.endswith("ModelCheckpoint")]
-    assert len(checkpoints) == (0 if overlay else 1)
-    if overlay:  # the writer reads the settings file of the training config's dataset
-        assert cfg.trainer.callbacks[-1].init_args.settings == "configs/extrapolation/rot.yaml"
+    assert len(checkpoints) == 1  # an overlay keeps the training config's callbacks: `--ckpt_path last` finds them
+    if overlay:  # predict writes with the training config's extrapolation settings
+        assert cfg.extrapolation.settings == "configs/extrapolation/rot.yaml"
     for cb in checkpoints:
         assert cb.init_args.save_last is True and cb.init_args.monitor is None, config
 
@@ -217,7 +217,7 @@ def _truncated_idx(folder: Path) -> Path:
     (["--model.init_args.lr_schedule=bogus"], r"lr_schedule"),
     (["--data.init_args.indices=[0,99]"], r"MNIST indices \[99\] need data_dir"),
     (["--data.init_args.indices=[10]", "--data.init_args.data_dir=idx"], r"idx/train-images-idx3-ubyte has 8645 bytes, expected 9424 .*\(truncated\)"),
-    (["--extrapolation.methods=[bogus]"], r"unknown methods \['bogus'\]"),
+    (["--extrapolation.methods=[bogus]"], r"has no settings for \['bogus'\]"),
 ])
 def test_user_mistakes_end_in_one_line(args, expected, tmp_path, capsys):
     _truncated_idx(tmp_path / "idx")

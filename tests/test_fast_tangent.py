@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from extrapolation import linear_rollout, subspace_sine, tangent_basis, tangent_filter, tangent_rollout
+from extrapolation import (EigenProjection, PowerFilter, linear_rollout, subspace_sine, tangent_basis, tangent_filter,
+                           tangent_rollout)
 from extrapolation.circle import CircleDenoiser
 from extrapolation.tangent import FD_STEP, _Operator
 from networks import UNet
@@ -61,13 +62,14 @@ def test_filter_is_a_matrix_power_of_the_symmetric_part():
 
 
 SOLVERS = {
-    "block": dict(method="block"),
-    "block, forward differences": dict(method="block", jacobian="fd"),
-    "subspace, fd, 1 iteration per step": dict(method="subspace", jacobian="fd", track_iters=1),
-    "subspace on J, fd, 2 iterations": dict(method="subspace", jacobian="fd", symmetric=False, track_iters=2),
-    "filter A^2 v, fd": dict(method="filter", power=2),
-    "filter J^2 v, fd": dict(method="filter", power=2, symmetric=False),
-    "filter A^2 v, jvp": dict(method="filter", power=2, jacobian="autodiff"),
+    "block": EigenProjection(k=1),
+    "block, forward differences": EigenProjection(k=1, jacobian="fd"),
+    "subspace, fd, 1 iteration per step": EigenProjection(k=1, solver="subspace", jacobian="fd", track_iters=1),
+    "subspace on J, fd, 2 iterations": EigenProjection(k=1, solver="subspace", jacobian="fd", symmetric=False,
+                                                       track_iters=2),
+    "filter A^2 v, fd": PowerFilter(power=2),
+    "filter J^2 v, fd": PowerFilter(power=2, symmetric=False),
+    "filter A^2 v, jvp": PowerFilter(power=2, jacobian="autodiff"),
 }
 
 
@@ -77,8 +79,8 @@ def test_circle_goes_around_with_every_solver(name):
     den = CircleDenoiser(n=64, sigma=0.05)
     u0, u1 = den.point([0.0, 0.0]), den.point([0.1, 0.1])
     gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
-    tan = tangent_rollout(den, u0, u1, 30, 0.3, 0.05, 1, generator=gens, **SOLVERS[name])
-    lin = linear_rollout(den, u0, u1, 30, 0.3, 0.05, generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
+    tan = tangent_rollout(den, u0, u1, 30, 0.3, 0.05, SOLVERS[name], gens)[0]
+    lin = linear_rollout(den, u0, u1, 30, 0.3, 0.05, generator=[torch.Generator().manual_seed(s) for s in (0, 1)])[0]
     for v in range(2):
         ang, rad, off = den.angle_radius(tan[v])
         ang_l, _, _ = den.angle_radius(lin[v])
@@ -95,8 +97,8 @@ def test_same_seed_same_frames(name):
     g = torch.Generator().manual_seed(3)
     u0 = torch.rand(2, 1, 20, 20, generator=g)
     u1 = torch.roll(u0, 1, dims=-1)
-    run = lambda s: tangent_rollout(den, u0, u1, 3, 0.5, 0.1, 2, generator=torch.Generator().manual_seed(s),  # noqa: E731
-                                    **SOLVERS[name])
+    step = SOLVERS[name] if name != "block" else EigenProjection(k=2)
+    run = lambda s: tangent_rollout(den, u0, u1, 3, 0.5, 0.1, step, torch.Generator().manual_seed(s))[0]  # noqa: E731
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a, b) and not torch.allclose(a[:, 2:], c[:, 2:])
 

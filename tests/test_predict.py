@@ -1,4 +1,4 @@
-"""`train.py predict` on a checkpoint and the user's own frames (FramePairsDataModule + ExtrapolationWriter)."""
+"""`train.py predict` on a checkpoint and the user's own frames (FramePairsDataModule + ExtrapolationCallback)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import train
-from callbacks import ExtrapolationWriter
+from callbacks import ExtrapolationCallback
 from datamodules import FramePairsDataModule
 from errors import InputError, MissingInputError
 from extrapolation import load_settings
@@ -79,12 +79,14 @@ def pngs(tmp_path) -> list[Path]:
     return [_png(tmp_path / f"f{i}.png", seed=i) for i in range(4)]
 
 
+def writer(**kw) -> ExtrapolationCallback:
+    return ExtrapolationCallback(**{**dict(settings=SETTINGS, methods=(), predict_method="linear", steps=3), **kw})
+
+
 def _predict(model, dm, tmp_path, devices=1, **writer_kw) -> Path:
     out = tmp_path / "out"
-    kw = dict(settings=SETTINGS, method="linear", steps=3, output_dir=str(out))
-    kw.update(writer_kw)
     trainer = pl.Trainer(accelerator="cpu", devices=devices, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[ExtrapolationWriter(**kw)])
+                         enable_model_summary=False, callbacks=[writer(predict_dir=str(out), **writer_kw)])
     trainer.predict(model, datamodule=dm, return_predictions=False)
     return out
 
@@ -101,20 +103,18 @@ def _cli_predict(ckpt, args):
         _finish_wandb()
 
 
-@pytest.mark.parametrize("form", ["predict_config", "append_writer"])
+@pytest.mark.parametrize("form", ["predict_config", "data_option"])
 def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
     """The documented commands, on the full-size training config (the checkpoint's hparams
-    give the tiny network): with configs/predict.yaml, or switching the data and appending
-    the writer on the command line (the training callbacks then stay, inert)."""
+    give the tiny network): with configs/predict.yaml, or switching the data on the command line; the
+    extrapolation settings are the `extrapolation:` key of fit and test."""
     monkeypatch.chdir(tmp_path)
     pairs = f"[[{pngs[0]}, {pngs[1]}], [{pngs[2]}, {pngs[3]}]]"
     if form == "predict_config":
         args = ["--config", str(ROOT / "configs/predict.yaml"), "--data.pairs", pairs]
     else:
-        args = ["--data", "datamodules.FramePairsDataModule", "--data.pairs", pairs,
-                "--trainer.callbacks+=callbacks.ExtrapolationWriter", f"--trainer.callbacks.init_args.settings={SETTINGS}"]
-    _cli_predict(ckpt, [*args, "--trainer.callbacks.init_args.method=linear",
-                        "--trainer.callbacks.init_args.steps=3"])
+        args = ["--data", "datamodules.FramePairsDataModule", "--data.pairs", pairs]
+    _cli_predict(ckpt, [*args, "--extrapolation.predict_method=linear", "--extrapolation.steps=3"])
     out = sorted(tmp_path.glob("runs/rot/version_*/predictions"))
     assert len(out) == 1
     for i, (a, b) in enumerate([(0, 1), (2, 3)]):
@@ -132,7 +132,7 @@ def test_cli_predict(ckpt, pngs, tmp_path, monkeypatch, form):
         # the settings used: configs/extrapolation/rot.yaml, profile selected, steps overridden
         assert (info["settings_file"], info["profile"], info["steps"]) == (SETTINGS, "selected", 3)
         linear = load_settings(ROOT / SETTINGS, "selected")["linear"]
-        assert info["eta"] == linear.eta and info["sigma"] == pytest.approx(linear.sigma) and info["step"] == "linear"
+        assert info["eta"] == linear.eta and info["sigma"] == pytest.approx(linear.sigma)
     assert (out[0].parent / "config.yaml").is_file()  # the predict run's own config beside it
 
 
@@ -148,8 +148,8 @@ def test_predict_last_is_the_checkpoint_test_loads(ckpt, pngs, monkeypatch, caps
     before = sorted(exp.glob("version_*"))
     base = ["predict", "--config", str(ROOT / "tests/configs/rot.yaml"), "--config", str(ROOT / "configs/predict.yaml"),
             "--ckpt_path", "last", "--trainer.enable_progress_bar=false"]
-    c = cli.main([*base, "--data.pairs", f"[[{pngs[0]}, {pngs[1]}]]", "--trainer.callbacks.init_args.method=linear",
-                  "--trainer.callbacks.init_args.steps=3"])
+    c = cli.main([*base, "--data.pairs", f"[[{pngs[0]}, {pngs[1]}]]", "--extrapolation.predict_method=linear",
+                  "--extrapolation.steps=3"])
     assert Path(c.trainer.ckpt_path) == resolve_checkpoint("last", exp) == exp / "version_0" / "checkpoints" / "last.ckpt"
     run = Path(c.trainer.log_dir)
     assert run.parent == exp and run not in before
@@ -167,7 +167,7 @@ def test_predict_last_is_the_checkpoint_test_loads(ckpt, pngs, monkeypatch, caps
 
 def test_same_seed_same_frames_any_batching(model, pngs, tmp_path):
     pairs = [[str(pngs[0]), str(pngs[1])], [str(pngs[2]), str(pngs[3])]]
-    kw = dict(method="tangent", steps=1, k=2, solver={"max_iters": 3}, seed=7)  # few iterations: speed
+    kw = dict(predict_method="tangent", steps=1, seed=7)  # the shipped A^2 v step
     a = _predict(model, FramePairsDataModule(pairs=pairs, batch_size=2), tmp_path / "a", **kw)
     b = _predict(model, FramePairsDataModule(pairs=pairs, batch_size=1), tmp_path / "b", **kw)
     for i in range(2):
@@ -183,7 +183,7 @@ def test_same_seed_same_frames_any_batching(model, pngs, tmp_path):
 def test_video_frames(model, tmp_path):
     video = _video(tmp_path / "clip.mp4", n=4)
     dm = FramePairsDataModule(video=str(video), frames=[[0, 1], [2, 3]])
-    out = _predict(model, dm, tmp_path, video_format="mp4")
+    out = _predict(model, dm, tmp_path, media_format="mp4")
     for i in range(2):
         assert _frames(out / f"pair_{i:03d}").shape == (5, 20, 20)  # RGB video -> grey for a 1-channel net
         assert (out / f"pair_{i:03d}" / "rollout.mp4").stat().st_size > 0
@@ -235,20 +235,25 @@ def test_bad_inputs(model, tmp_path):
         _predict(model, FramePairsDataModule(video=str(fake)), tmp_path / "x")
     with pytest.raises(InputError, match="channels=3, but the checkpoint's network takes 1-channel"):
         _predict(model, FramePairsDataModule(pairs=[[good, good]], channels=3), tmp_path / "x")
-    with pytest.raises(InputError, match="method must be 'tangent' or 'linear'"):
-        ExtrapolationWriter(SETTINGS, method="latent")
+    with pytest.raises(InputError, match="no settings for .'spline'."):
+        writer(predict_method="spline")
     vae = VAEModule(network=VAE(in_channels=1, image_size=20, latent_dim=4))
-    with pytest.raises(InputError, match="needs a denoiser checkpoint .* got a VAEModule"):
+    with pytest.raises(InputError, match="predict_method 'linear' needs a module with denoise; got a VAEModule"):
         _predict(vae, FramePairsDataModule(pairs=[[good, good]]), tmp_path / "x")
 
 
-@pytest.mark.parametrize("bad, match", [(dict(k=0), "tangent.k must be a positive integer"),
-                                        (dict(sigma=-1), "sigma must be >= 0"), (dict(eta=float("nan")), "eta must be finite"),
-                                        (dict(profile="best"), "no profile 'best'")])
-def test_bad_settings_fail_at_construction(bad, match):
-    with pytest.raises(InputError, match=match) as err:
-        ExtrapolationWriter(**dict(dict(settings=SETTINGS), **bad))
-    assert str(err.value).startswith("ExtrapolationWriter: ") and "\n" not in str(err.value)
+def test_an_earlier_prediction_is_replaced_whole(model, pngs, tmp_path):
+    """predict into the folder of an earlier predict run: no stale pair or frame survives, the count is right."""
+    pairs = [[str(pngs[0]), str(pngs[1])], [str(pngs[2]), str(pngs[3])]]
+    out = _predict(model, FramePairsDataModule(pairs=pairs), tmp_path, steps=4)
+    assert len(list((out / "pair_001").glob("frame_*.png"))) == 6
+    out = _predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path, steps=2)
+    assert sorted(p.name for p in out.iterdir()) == ["pair_000"]
+    assert len(list((out / "pair_000").glob("frame_*.png"))) == 4
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="holds other files .notes.txt.; choose a new or empty folder"):
+        _predict(model, FramePairsDataModule(pairs=pairs), tmp_path)
+    assert (out / "notes.txt").exists()
 
 
 def test_settings_file_profile_and_the_rollout_of_evaluate(model, pngs, tmp_path):
@@ -259,21 +264,22 @@ def test_settings_file_profile_and_the_rollout_of_evaluate(model, pngs, tmp_path
     from extrapolation import Models, load_settings, rollout, video_generators
 
     pairs = [[str(pngs[0]), str(pngs[1])], [str(pngs[2]), str(pngs[3])]]
-    out = _predict(model, FramePairsDataModule(pairs=pairs), tmp_path, method="tangent", steps=2, profile="paper",
-                   k=1, solver={"max_iters": 2}, seed=3)
+    step = {"type": "eigen", "k": 1, "max_iters": 2}
+    out = _predict(model, FramePairsDataModule(pairs=pairs), tmp_path, predict_method="tangent", steps=2,
+                   profile="paper", step=step, seed=3)
     info = json.loads((out / "pair_001" / "info.json").read_text())
     paper = load_settings(ROOT / SETTINGS, "paper")["tangent"]
-    assert (info["profile"], info["eta"], info["sigma"], info["k"]) == ("paper", paper.eta, paper.sigma, 1)
-    assert info["step"] == "eigen-projection (block)" and info["solver"] == {"max_iters": 2}
+    assert (info["profile"], info["eta"], info["sigma"]) == ("paper", paper.eta, paper.sigma)
+    assert info["step"] == step and info["method"] == "tangent"
     frames = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in pngs[2:]])).float().div(255).unsqueeze(1)
-    settings = paper.with_overrides(steps=2, k=1, solver={"max_iters": 2})
-    expected = rollout(Models(denoise=model.eval().denoise), frames[None], settings, video_generators(3, 0, [1]))
+    settings = paper.override(steps=2, step=step)
+    expected, _ = rollout(Models(denoise=model.eval().denoise), frames[None], settings, video_generators(3, 0, [1]))
     written = torch.from_numpy(_frames(out / "pair_001")).float().div(255)
     assert (written - expected[0, :, 0].clamp(0, 1)).abs().max() <= 1 / 255 + 1e-6
-    # a k larger than the frame (20x20) is refused before any rollout (the selected rot step, A^2 v, has no k)
-    with pytest.raises(InputError, match=r"tangent.k must be in \[1, 400\]"):
-        _predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path / "k", method="tangent", profile="paper", k=401)
-    _predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path / "f", method="tangent", steps=1, k=401)
+    # a k larger than the frame (20x20) is refused before any rollout
+    with pytest.raises(InputError, match=r"tangent.step.k must be in \[1, 400\]"):
+        _predict(model, FramePairsDataModule(pairs=pairs[:1]), tmp_path / "k", predict_method="tangent",
+                 profile="paper", k=401)
 
 
 @pytest.mark.slow
@@ -284,7 +290,7 @@ def test_ddp_each_pair_once(model, pngs, tmp_path):
     out = tmp_path / "two" / "out"
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[ExtrapolationWriter(SETTINGS, method="linear", steps=3, output_dir=str(out))])
+                         callbacks=[writer(predict_dir=str(out))])
     trainer.predict(model, datamodule=FramePairsDataModule(pairs=pairs, batch_size=1), return_predictions=False)
     assert sorted(p.name for p in out.iterdir()) == ["pair_000", "pair_001", "pair_002"]
     for i in range(3):

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from errors import InputError
 
-from .rollouts import RolloutInfo, latent_rollout, linear_rollout, tangent_rollout
+from .rollouts import VELOCITIES, RolloutInfo, latent_rollout, linear_rollout, paced_rollout, tangent_rollout
 from .tangent import STEPS, EigenProjection, PowerFilter, TangentStep
 
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
@@ -129,8 +129,9 @@ class Method:
         """How it steps, in words, for tables ('' where there is nothing to say)."""
         return ""
 
-    def grid(self, paper: "Method") -> list["Method"]:
-        """The selection grid of this method around the paper's settings `paper` (this method's own step)."""
+    def grid(self, paper: "Method | None" = None) -> list["Method"]:
+        """The selection grid of this method around the paper's settings `paper` (None: a method the paper does
+        not have; around its own settings), with this method's own step."""
         return [self]
 
     @classmethod
@@ -209,9 +210,9 @@ class DenoiserMethod(Method):
         object.__setattr__(self, "eta", eta)
         object.__setattr__(self, "sigma", sigma)
 
-    def grid(self, paper: "Method") -> list["Method"]:
-        return [self.with_overrides(sigma=s / 255, eta=round(paper.eta * e, 4))
-                for s, e in itertools.product(SIGMA_GRID, ETA_SCALES)]
+    def grid(self, paper: "Method | None" = None) -> list["Method"]:
+        eta = (paper or self).eta
+        return [self.with_overrides(sigma=s / 255, eta=round(eta * e, 4)) for s, e in itertools.product(SIGMA_GRID, ETA_SCALES)]
 
 
 @register
@@ -257,7 +258,7 @@ class Tangent(DenoiserMethod):
     def step_name(self) -> str:
         return self.step.describe()
 
-    def grid(self, paper: "Method") -> list["Method"]:
+    def grid(self, paper: "Method | None" = None) -> list["Method"]:
         points = super().grid(paper)
         if isinstance(self.step, EigenProjection):  # k is a dimension only for an eigen-projection
             return [p.with_overrides(k=k) for p in points for k in (2, 4, 8)]
@@ -274,6 +275,65 @@ class Linear(DenoiserMethod):
 
     def rollout(self, models, first, generators):
         return linear_rollout(models.denoise, first[:, 0], first[:, 1], self.steps, self.eta, self.sigma, generators)
+
+
+def _check_pace(method) -> None:
+    gain = number(method.gain, f"{method.name}.gain")
+    if not 0 <= gain <= 1:
+        raise SettingsError(f"{method.name}.gain must be in [0, 1], got {gain}")
+    object.__setattr__(method, "gain", gain)
+    if method.velocity not in VELOCITIES:
+        raise SettingsError(f"{method.name}.velocity must be one of {VELOCITIES}, got {method.velocity!r}")
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class TangentPaced(Tangent):
+    """Alg. 1 with its pace from the two given frames, not from the noise (ours, not the paper's): steps of
+    eta ||u1 - u0|| along the tangent direction `step` of the previous step's direction, held at that pace
+    (`paced_rollout`)."""
+
+    name: ClassVar[str] = "tangent_paced"
+    label: ClassVar[str] = "Ours: tangent, pace from the given frames"
+    eta: float = 1.0  # a multiple of the given clean displacement ||u1 - u0||
+    step: TangentStep = PowerFilter()
+    gain: float = 0.5  # pace controller: 0 for none
+    velocity: str = "transport"  # what the step projects: the previous direction (transport), or "clean" / "noisy"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_pace(self)
+
+    def rollout(self, models, first, generators):
+        return paced_rollout(models.denoise, first[:, 0], first[:, 1], self.steps, self.sigma, self.step, generators,
+                             eta=self.eta, gain=self.gain, velocity=self.velocity)
+
+    def step_name(self) -> str:
+        return f"{self.step.describe()}, pace of the given frames"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class LinearPaced(Linear):
+    """Alg. 2 with the pace of the two given frames (ours, the baseline for `tangent_paced`): steps of
+    eta ||u1 - u0|| along the last clean displacement (or the first one, `velocity: transport`), then denoise."""
+
+    name: ClassVar[str] = "linear_paced"
+    label: ClassVar[str] = "Denoiser baseline, pace from the given frames"
+    eta: float = 1.0
+    gain: float = 0.5
+    velocity: str = "clean"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_pace(self)
+
+    def rollout(self, models, first, generators):
+        return paced_rollout(models.denoise, first[:, 0], first[:, 1], self.steps, self.sigma, None, generators,
+                             eta=self.eta, gain=self.gain, velocity=self.velocity)
+
+    def step_name(self) -> str:
+        return "pace of the given frames"
 
 
 @register
@@ -304,8 +364,8 @@ class Latent(Method):
     def step_name(self) -> str:
         return "re-encode" if self.reencode else "straight line"
 
-    def grid(self, paper: "Method") -> list["Method"]:
-        return [self.with_overrides(eta=round(paper.eta * e, 4), reencode=r)
+    def grid(self, paper: "Method | None" = None) -> list["Method"]:
+        return [self.with_overrides(eta=round((paper or self).eta * e, 4), reencode=r)
                 for e, r in itertools.product(ETA_SCALES, (True, False))]
 
 
@@ -323,6 +383,6 @@ class Static(Method):
         return frames, RolloutInfo(torch.full((first.shape[0],), -1, dtype=torch.long, device=first.device))
 
 
-__all__ = ["METHODS", "Method", "DenoiserMethod", "Tangent", "Linear", "Latent", "Static", "Models", "SettingsError",
+__all__ = ["METHODS", "Method", "DenoiserMethod", "Tangent", "Linear", "TangentPaced", "LinearPaced", "Latent", "Static", "Models", "SettingsError",
            "register", "method_class", "parse_step", "step_settings", "number", "positive_int", "PowerFilter",
            "EigenProjection"]

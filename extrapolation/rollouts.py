@@ -21,6 +21,7 @@ from torch import Tensor
 from .tangent import Denoiser, StepInfo, TangentStep, autograd_enabled, randn_like_batch
 
 DIVERGED_ABOVE = 1e3  # |pixel| beyond this on [0, 1] images: the rollout has left any sane range
+VELOCITIES = ("transport", "clean", "noisy")  # what a paced step projects (`paced_rollout`)
 
 
 class RolloutInfo(NamedTuple):
@@ -179,3 +180,61 @@ def latent_rollout(
         u = guard(u, i + 2)
         z_prev, z_cur = z_cur, (encode(u) if reencode else z_v)
     return guard.finish(torch.stack(frames, dim=1)), RolloutInfo(guard.step)
+
+
+@autograd_enabled
+def paced_rollout(
+    denoise: Denoiser,
+    u0: Tensor,
+    u1: Tensor,
+    steps: int,
+    sigma: float,
+    step: TangentStep | None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    *,
+    eta: float = 1.0,
+    gain: float = 0.5,
+    velocity: str = "transport",
+) -> tuple[Tensor, RolloutInfo]:
+    """Alg. 1 with its pace taken from the two given frames (not from the noise): each step moves the noisy frame
+    by c_i s along the unit tangent direction d_i and denoises, s = eta ||u1 - u0|| (the given clean displacement),
+    u_i = D(x_{i-1} + c_i s d_i), x_i = u_i + eps_i. d_i is `step`'s unit tangent direction at x_{i-1} of the
+    velocity (`velocity`: "transport" the previous direction d_{i-1}, starting from u1 - u0; "clean" the last clean
+    displacement u_{i-1} - u_{i-2}; "noisy" x_{i-1} - x_{i-2} as in Alg. 1), or that velocity itself when `step` is
+    None (the linear baseline with the same pace). Transport keeps the direction when the video moves less per
+    frame than the noise moves the denoised frame along the manifold, where a displacement's direction is lost.
+    c_i holds the achieved pace at s: the step's own progress <D(x_{i-1} + c_i s d_i) - D(x_{i-1}), d_i> is compared
+    with s and c_{i+1} = c_i (s / progress)^gain (per step within [1/2, 2], overall within [1/4, 4]; gain 0 keeps
+    c = 1). Returns ((B, steps+2, C, H, W), `RolloutInfo`)."""
+    u0, u1 = u0.detach(), u1.detach()
+    solver_gen = _child_generators(generator)
+    x_prev = u0 + _noise(u0, sigma, generator)
+    x_cur = u1 + _noise(u1, sigma, generator)
+    target = eta * _norm(u1 - u0)  # (B, 1)
+    scale = torch.ones_like(target)
+    clean, u_prev = (u1 - u0).flatten(1), u1
+    guard, frames, infos, state = Divergence(u1), [u0, u1], [], None
+    for i in range(steps):
+        v = {"clean": clean, "noisy": (x_cur - x_prev).flatten(1), "transport": clean if i == 0 else d}[velocity]
+        if step is None:
+            p = v
+        else:
+            p, state, info = step(denoise, x_cur, v, state, solver_gen, i == 0)
+            infos.append(info)
+        d = _rescale(p, torch.ones_like(target))
+        with torch.no_grad():
+            # the step's own effect, D(x + c s d) - D(x): the noise alone moves the clean estimate along the
+            # manifold too (its tangent part survives denoising), which would swamp a slow video's progress
+            both = denoise(torch.cat([x_cur + (scale * target * d).view_as(x_cur), x_cur])).detach()
+        u, rest = both[: u0.shape[0]], both[u0.shape[0]:]
+        frames.append(u)
+        u = guard(u, i + 2)
+        moved = (u - u_prev).flatten(1)
+        if gain:
+            progress = ((u - rest).flatten(1) * d).sum(1, keepdim=True)
+            ratio = torch.where(progress > 0, target / progress.clamp_min(torch.finfo(u.dtype).tiny),
+                                torch.full_like(progress, 2.0))
+            scale = (scale * ratio.clamp(0.5, 2.0) ** gain).clamp(0.25, 4.0)
+        clean, u_prev = moved, u
+        x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
+    return guard.finish(torch.stack(frames, dim=1)), _info(guard, infos, u0)

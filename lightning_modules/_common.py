@@ -10,20 +10,21 @@ import torch
 from torch import nn
 
 
-def build_network(network: nn.Module | dict[str, Any]) -> nn.Module:
-    """Accept a module or a ``{"class_path", "init_args"}`` dict (what a checkpoint stores)."""
-    if isinstance(network, nn.Module):
+def build_network(network: Any) -> Any:
+    """Accept an object (a network, a loss, a sampler) or the ``{"class_path", "init_args"}`` dict that configs and
+    checkpoints hold for it."""
+    if not isinstance(network, dict):
         return network
     module_path, name = network["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_path), name)
     return cls(**dict(network.get("init_args") or {}))
 
 
-def network_hparam(network: nn.Module) -> Any:
-    """What goes into ``hparams["network"]``: the network's own class_path dict if it records one.
+def network_hparam(network: Any) -> Any:
+    """What goes into the hparams for an injected object: its own class_path dict if it records one (``config``).
 
-    Under LightningCLI the CLI's config dump is saved instead (same form), so
-    ``load_from_checkpoint`` rebuilds the network either way; a module without ``config`` is pickled.
+    Under LightningCLI the CLI's config dump is saved instead (same form), so ``load_from_checkpoint`` rebuilds
+    it either way; an object without ``config`` is pickled.
     """
     return getattr(network, "config", network)
 

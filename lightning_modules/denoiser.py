@@ -1,6 +1,7 @@
 """Training a noise predictor phi (paper section 2.2, eq. 2): D(x) = x - phi(x) is the denoiser."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
-from .losses import LOSS_WEIGHTINGS, SIGMA_SCHEDULES, InverseVarianceNoiseLoss, NoiseLoss, psnr
+from .losses import NoiseLoss, SqrtUniformSigma, UniformSigma, psnr
 
 
 class DenoiserModule(pl.LightningModule):
@@ -17,20 +18,17 @@ class DenoiserModule(pl.LightningModule):
 
     Args:
         network: the noise predictor, ``(B, C, H, W) -> (B, C, H, W)`` (e.g. :class:`networks.UNet`).
-        sigma_range: noise std range, in units of a [0, 1] image.
-        sigma_schedule: "uniform" in sigma (:class:`~lightning_modules.losses.UniformSigma`), or "sqrt":
-            uniform in sqrt(sigma) (:class:`~lightning_modules.losses.SqrtUniformSigma`; more small noise
-            levels, the "quadratic" schedule of Kadkhodaie et al.). Kept as ``self.sigma_sampler``.
+        sigma_sampler: draws each training image's noise std, in units of a [0, 1] image (default
+            :class:`~lightning_modules.losses.SqrtUniformSigma` ``(0, 0.4)``: uniform in sqrt(sigma), more small noise
+            levels, the "quadratic" schedule of Kadkhodaie et al.; :class:`~lightning_modules.losses.UniformSigma`
+            is uniform in sigma). A config names it by ``class_path``.
+        noise_loss: scores the noise predictor (default :class:`~lightning_modules.losses.NoiseLoss`, eq. 2: each
+            image's summed squared error weighs the same, so the large noise levels dominate and the fit at small
+            sigma is loose; :class:`~lightning_modules.losses.InverseVarianceNoiseLoss` weighs each image by
+            1 / (sigma^2 + sigma_floor^2), so every noise level is fitted to the same relative precision: the
+            choice when extrapolating at small sigma). A config names it by ``class_path``.
         lr, lr_schedule, lr_step_size, lr_gamma: Adam; "cosine" anneals per step to zero over
             the run, "step" multiplies by ``lr_gamma`` every ``lr_step_size`` epochs.
-        loss_weighting: "none": eq. 2, each image's summed squared error weighs the same
-            (:class:`~lightning_modules.losses.NoiseLoss`), so the large noise levels dominate and the
-            fit at small sigma is loose. "inverse_variance": each image's error is weighted by
-            1 / (sigma^2 + sigma_floor^2), normalised over the batch
-            (:class:`~lightning_modules.losses.InverseVarianceNoiseLoss`), so every noise level is
-            fitted to the same relative precision: the choice when extrapolating at small sigma.
-            Kept as ``self.noise_loss``; assign another object with the same call to change it.
-        sigma_floor: keeps the inverse-variance weight finite at sigma = 0.
         val_sigmas: fixed noise levels at which val/test report PSNR (``val/psnr_25`` for 25/255).
         val_seed: seed of the val/test noise, drawn per batch index so epochs are comparable
             (assumes an unshuffled val loader).
@@ -42,29 +40,26 @@ class DenoiserModule(pl.LightningModule):
     def __init__(
         self,
         network: nn.Module,
-        sigma_range: tuple[float, float] = (0.0, 0.4),
-        sigma_schedule: Literal["uniform", "sqrt"] = "sqrt",
+        sigma_sampler: UniformSigma | None = None,
+        noise_loss: NoiseLoss | None = None,
         lr: float = 1e-3,
         lr_schedule: Literal["cosine", "step", "none"] = "cosine",
         lr_step_size: int = 100,
         lr_gamma: float = 0.5,
-        loss_weighting: Literal["none", "inverse_variance"] = "none",
-        sigma_floor: float = 3 / 255,
         val_sigmas: Sequence[float] = (15 / 255, 25 / 255, 50 / 255),
         val_seed: int = 0,
         channels_last: bool = True,
     ):
         super().__init__()
-        if sigma_schedule not in SIGMA_SCHEDULES:
-            raise ValueError(f"sigma_schedule must be one of {sorted(SIGMA_SCHEDULES)}, got {sigma_schedule!r}")
-        if loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {sorted(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
-        self.sigma_sampler = SIGMA_SCHEDULES[sigma_schedule](*sigma_range)
-        self.noise_loss = NoiseLoss() if loss_weighting == "none" else InverseVarianceNoiseLoss(sigma_floor)
         net = build_network(network)
-        network = network_hparam(net)  # save_hyperparameters reads this local
+        sampler = build_network(sigma_sampler) if sigma_sampler is not None else SqrtUniformSigma(0.0, 0.4)
+        loss = build_network(noise_loss) if noise_loss is not None else NoiseLoss()
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"DenoiserModule: lr must be a positive number, got {lr}")
+        # save_hyperparameters reads these locals: class_path dicts, so checkpoints rebuild the objects
+        network, sigma_sampler, noise_loss = network_hparam(net), network_hparam(sampler), network_hparam(loss)
         self.save_hyperparameters()
-        self.network = net
+        self.network, self.sigma_sampler, self.noise_loss = net, sampler, loss
         self.frame_shape: tuple[int, ...] | None = None  # (C, H, W) of the training frames, saved in checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

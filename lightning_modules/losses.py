@@ -1,9 +1,9 @@
 """The denoiser's training choices as small objects, one class per choice (as NVlabs/edm's training/loss.py).
 
 A sigma sampler draws each training image's noise level; a noise loss scores the noise predictor phi on images
-noised at those levels (paper eq. 2). ``DenoiserModule`` builds them from its ``sigma_schedule`` and
-``loss_weighting`` arguments (:data:`SIGMA_SCHEDULES`, :data:`LOSS_WEIGHTINGS`), so configs and checkpoints
-name them by those strings. Pure PyTorch.
+noised at those levels (paper eq. 2). ``DenoiserModule`` takes one of each (``sigma_sampler``, ``noise_loss``), so a
+config names them by ``class_path`` and a new schedule or loss is one class. Each records its ``config``
+(``{"class_path", "init_args"}``), which checkpoints keep. Pure PyTorch.
 """
 from __future__ import annotations
 
@@ -14,13 +14,21 @@ import torch
 from torch import Tensor
 
 
-class UniformSigma:
+class _Configured:
+    """Records how it was built: ``config = {"class_path", "init_args"}`` (what configs and checkpoints hold)."""
+
+    def _record(self, **init_args) -> None:
+        self.config = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": init_args}
+
+
+class UniformSigma(_Configured):
     """Noise levels uniform in ``[lo, hi]``."""
 
     def __init__(self, lo: float = 0.0, hi: float = 0.4):
-        if not 0 <= lo <= hi:
-            raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got ({lo}, {hi})")
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+            raise ValueError(f"{type(self).__name__}: noise levels must satisfy 0 <= lo <= hi, got ({lo}, {hi})")
         self.lo, self.hi = float(lo), float(hi)
+        self._record(lo=self.lo, hi=self.hi)
 
     def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``(n,)`` noise levels, drawn on the CPU (so that devices draw the same ones)."""
@@ -36,11 +44,14 @@ class SqrtUniformSigma(UniformSigma):
         return (lo + torch.rand(n, generator=generator) * (hi - lo)) ** 2
 
 
-class NoiseLoss:
+class NoiseLoss(_Configured):
     """Paper eq. 2: each image's squared error of the predicted noise, summed over pixels; mean over the batch.
 
     Errors grow with sigma, so the large noise levels dominate and the small ones are fitted loosely.
     """
+
+    def __init__(self):
+        self._record()
 
     def __call__(self, net: Callable[[Tensor], Tensor], images: Tensor, sigma: Tensor,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -65,17 +76,14 @@ class InverseVarianceNoiseLoss(NoiseLoss):
     """
 
     def __init__(self, sigma_floor: float = 3 / 255):
-        if not sigma_floor > 0:
-            raise ValueError(f"sigma_floor must be > 0 with inverse_variance weighting, got {sigma_floor}")
-        self.sigma_floor = sigma_floor
+        if not (math.isfinite(sigma_floor) and sigma_floor > 0):
+            raise ValueError(f"InverseVarianceNoiseLoss: sigma_floor must be > 0, got {sigma_floor}")
+        self.sigma_floor = float(sigma_floor)
+        self._record(sigma_floor=self.sigma_floor)
 
     def reduce(self, per_image: Tensor, sigma: Tensor) -> Tensor:
         weight = 1.0 / (sigma**2 + self.sigma_floor**2)
         return (weight * per_image).sum() / weight.sum()
-
-
-SIGMA_SCHEDULES = {"uniform": UniformSigma, "sqrt": SqrtUniformSigma}
-LOSS_WEIGHTINGS = {"none": NoiseLoss, "inverse_variance": InverseVarianceNoiseLoss}
 
 
 def psnr(estimate: Tensor, target: Tensor) -> Tensor:

@@ -211,7 +211,7 @@ def _truncated_idx(folder: Path) -> Path:
 
 @pytest.mark.parametrize("args, expected", [
     (["--trainer.max_epochs=x"], r"--trainer.max_epochs: Expected a <class 'int'>; Given value: x"),
-    (["--model.init_args.loss_weighting=bogus"], r"--model \(lightning_modules.DenoiserModule\): .*loss_weighting.*bogus"),
+    (["--model.init_args.noise_loss=bogus"], r"--model \(lightning_modules.DenoiserModule\): .*noise_loss"),
     (["--data.init_args.nope=1"], r"--data \(datamodules.RotatedMNISTDataModule\): Option 'nope' is not accepted"),
     (["--data.init_args.batch_size=0"], r"batch_size must be a positive integer, got 0"),
     (["--model.init_args.lr_schedule=bogus"], r"lr_schedule"),

@@ -91,15 +91,18 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
     assert after < before
 
 
-def test_sigma_schedules():
+def test_sigma_samplers():
+    from lightning_modules import SqrtUniformSigma, UniformSigma
+
     gen = torch.Generator().manual_seed(0)
-    u = _denoiser(sigma_range=(0.0, 0.4), sigma_schedule="uniform").sample_sigma(20000, gen)
-    s = _denoiser(sigma_range=(0.0, 0.4), sigma_schedule="sqrt").sample_sigma(20000, gen)
+    u = _denoiser(sigma_sampler=UniformSigma(0.0, 0.4)).sample_sigma(20000, gen)
+    s = _denoiser().sample_sigma(20000, gen)  # default: SqrtUniformSigma(0, 0.4)
     assert 0 <= u.min() and u.max() <= 0.4 and 0 <= s.min() and s.max() <= 0.4
     assert abs(u.mean() - 0.2) < 0.01
     assert abs(s.mean() - 0.4 / 3) < 0.01  # E[(0.4^0.5 U)^2] = 0.4 / 3
-    with pytest.raises(ValueError):
-        _denoiser(sigma_schedule="log").sample_sigma(3)
+    for bad in ((0.3, 0.1), (-0.1, 0.2), (0.0, float("nan"))):
+        with pytest.raises(ValueError, match="0 <= lo <= hi"):
+            SqrtUniformSigma(*bad)
 
 
 def test_denoise_is_x_minus_noise_prediction():
@@ -174,11 +177,11 @@ def _fit(module, tmp_path, dm=None):
 
 
 def test_denoiser_load_from_checkpoint_round_trip(tmp_path):
-    module = DenoiserModule(UNet(1, bias=False, **TINY), sigma_range=(0.0, 0.3), lr=2e-3)
+    module = DenoiserModule(UNet(1, bias=False, **TINY), lr=2e-3)
     path = _fit(module, tmp_path)
     loaded = DenoiserModule.load_from_checkpoint(path)
     assert isinstance(loaded.network, UNet) and loaded.hparams.lr == 2e-3
-    assert tuple(loaded.hparams.sigma_range) == (0.0, 0.3)
+    assert loaded.hparams.lr == 2e-3
     assert loaded.network.down[0][0].bias is None  # init args restored
     x = torch.rand(2, 1, 20, 20)
     module.eval(), loaded.eval()
@@ -253,8 +256,10 @@ class _Zero(torch.nn.Module):
 @pytest.mark.parametrize("weighting", ["none", "inverse_variance"])
 def test_loss_weighting_matches_hand_computation(weighting):
     """Zero noise predictor: image i's summed error is ||noise_i||^2; the loss weighs it by 1 or 1/(s^2 + floor^2)."""
+    from lightning_modules import InverseVarianceNoiseLoss, NoiseLoss
+
     floor = 0.02
-    module = DenoiserModule(_Zero(), loss_weighting=weighting, sigma_floor=floor)
+    module = DenoiserModule(_Zero(), noise_loss=NoiseLoss() if weighting == "none" else InverseVarianceNoiseLoss(floor))
     sigmas = torch.tensor([0.0, 0.05, 0.3])
     module.sigma_sampler = lambda n, generator=None: sigmas
     x = torch.rand(3, 1, 8, 8)
@@ -267,8 +272,23 @@ def test_loss_weighting_matches_hand_computation(weighting):
         assert loss < err.mean() / 5
 
 
-def test_loss_weighting_rejects_unknown_values():
-    with pytest.raises(ValueError, match="loss_weighting"):
-        DenoiserModule(_Zero(), loss_weighting="snr")
-    with pytest.raises(ValueError, match="sigma_floor"):
-        DenoiserModule(_Zero(), loss_weighting="inverse_variance", sigma_floor=0.0)
+def test_loss_and_sampler_are_class_path_arguments_kept_by_checkpoints(tmp_path):
+    """A config names the loss and the noise schedule by class_path; a checkpoint rebuilds the same objects."""
+    import lightning.pytorch as pl
+
+    from lightning_modules import InverseVarianceNoiseLoss, UniformSigma
+
+    with pytest.raises(ValueError, match="sigma_floor must be > 0"):
+        InverseVarianceNoiseLoss(0.0)
+    module = DenoiserModule({"class_path": "networks.UNet", "init_args": dict(widths=[4, 8], mid_width=8)},
+                            sigma_sampler={"class_path": "lightning_modules.UniformSigma", "init_args": {"hi": 0.3}},
+                            noise_loss=InverseVarianceNoiseLoss(0.05))
+    assert isinstance(module.sigma_sampler, UniformSigma) and module.sigma_sampler.hi == 0.3
+    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = DenoiserModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert type(loaded.noise_loss) is InverseVarianceNoiseLoss and loaded.noise_loss.sigma_floor == 0.05
+    assert (type(loaded.sigma_sampler), loaded.sigma_sampler.hi) == (UniformSigma, 0.3)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        DenoiserModule(_Zero(), lr=float("nan"))

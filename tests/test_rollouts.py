@@ -175,3 +175,24 @@ def test_divergence_in_a_batched_eigen_solver_stays_per_video():
     assert info.diverged.tolist() == [-1, 2, -1]
     assert torch.isnan(out[1, 2:]).all()
     torch.testing.assert_close(out[[0, 2]], ref[[0, 2]], atol=1e-4, rtol=1e-4)
+
+
+def test_paced_rollout_follows_the_given_pace_on_the_circle_where_alg1_does_not():
+    """On the exact circle denoiser, given steps 4x apart: Alg. 1 (A^2 v) runs at one pace whatever the given frames
+    say (set by sigma and eta); the paced variant moves at the given pace (mean over 24 noise draws)."""
+    from extrapolation import PowerFilter
+    from extrapolation.rollouts import paced_rollout
+
+    den, b = CircleDenoiser(n=64, sigma=0.05), 24
+    paced, paper = [], []
+    for given in (0.05, 0.1, 0.2):
+        u0, u1 = den.point([0.0] * b), den.point([given] * b)
+        gens = lambda: [torch.Generator().manual_seed(s) for s in range(b)]  # noqa: E731
+        for out, pace in ((paced, paced_rollout(den, u0, u1, 20, 0.05, PowerFilter(), gens())[0]),
+                          (paper, tangent_rollout(den, u0, u1, 20, 0.3, 0.05, PowerFilter(), gens())[0])):
+            ang = den.angle_radius(pace)[0]
+            out.append(((ang[:, -1] - ang[:, 1]) / 19 / given).mean().item())
+    print("paced", paced, "paper", paper)
+    assert all(0.85 < r < 1.15 for r in paced)
+    # Alg. 1's angular speed (ratio x given step) grows by under 2x while the given step grows 4x
+    assert paper[2] * 0.2 < 2 * paper[0] * 0.05

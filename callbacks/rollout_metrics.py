@@ -17,7 +17,7 @@ from torch import Tensor
 
 from callbacks import media
 from errors import InputError
-from extrapolation import READINGS, Evaluation, Method, Models, SettingsError, evaluate, rollout, video_generators
+from extrapolation import READINGS, Evaluation, Models, SettingsError, evaluate, rollout, video_generators
 
 from .method_settings import load_method_settings
 from .predict_writer import fresh_output_dir, write_pair

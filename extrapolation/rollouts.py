@@ -213,9 +213,12 @@ def paced_rollout(
     target = eta * _norm(u1 - u0)  # (B, 1)
     scale = torch.ones_like(target)
     clean, u_prev = (u1 - u0).flatten(1), u1
-    guard, frames, infos, state = Divergence(u1), [u0, u1], [], None
+    guard, frames, infos, state, d = Divergence(u1), [u0, u1], [], None, None
     for i in range(steps):
-        v = {"clean": clean, "noisy": (x_cur - x_prev).flatten(1), "transport": clean if i == 0 else d}[velocity]
+        if velocity == "noisy":
+            v = (x_cur - x_prev).flatten(1)
+        else:  # the first transported direction is the given displacement's
+            v = d if velocity == "transport" and d is not None else clean
         if step is None:
             p = v
         else:

@@ -1,0 +1,84 @@
+"""Validation PSNR against training images, from finished runs: where a training budget stops paying.
+
+    python -m benchmarks.convergence runs/rot/version_0 runs/rot_fp32/version_0 --out docs/convergence_rot.png
+
+Reads each run folder's `metrics.csv` (val/psnr_15, _25, _50, logged every `check_val_every_n_epoch`) and
+`config.yaml` (the batch size: images = global step x batch size), draws PSNR at 25/255 against training
+images for every run, and prints per run and noise level the final PSNR, the PSNR at 50% / 80% / 90% of the
+images and the gain over the last 10% of them (the budget rule: under 0.05 dB means the curve is flat).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+SIGMAS = (15, 25, 50)
+
+
+def read_run(folder: Path) -> tuple[list[int], dict[int, list[float]]]:
+    """(training images at each validation, {sigma: PSNR at each validation}) of one run folder."""
+    import yaml
+
+    metrics, config = folder / "metrics.csv", folder / "config.yaml"
+    for path in (metrics, config):
+        if not path.is_file():
+            raise SystemExit(f"error: {path} does not exist (expected a finished run folder runs/<exp>/version_N)")
+    batch = yaml.safe_load(config.read_text())["data"]["init_args"]["batch_size"]
+    images, psnr = [], {s: [] for s in SIGMAS}
+    with open(metrics, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("val/psnr_25"):
+                images.append(int(row["step"]) * batch)
+                for s in SIGMAS:
+                    psnr[s].append(float(row[f"val/psnr_{s}"]))
+    if not images:
+        raise SystemExit(f"error: {metrics} holds no val/psnr_25 rows")
+    return images, psnr
+
+
+def at(images: list[int], values: list[float], fraction: float) -> float:
+    """The value at the first validation at or after `fraction` of the run's images."""
+    target = fraction * images[-1]
+    return next(v for i, v in zip(images, values) if i >= target)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<experiment>/version_N)")
+    p.add_argument("--labels", nargs="+", default=None, help="one label per run (default: the folder)")
+    p.add_argument("--out", type=Path, default=None, help="PNG of PSNR at 25/255 against training images")
+    a = p.parse_args(argv)
+    labels = a.labels or [str(r) for r in a.runs]
+    if len(labels) != len(a.runs):
+        raise SystemExit(f"error: --labels gives {len(labels)} labels for {len(a.runs)} runs")
+    curves = {label: read_run(run) for label, run in zip(labels, a.runs)}
+    print("| run | σ (/255) | images | PSNR at 50% | 80% | 90% | final | gain over the last 10% |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, (images, psnr) in curves.items():
+        for s in SIGMAS:
+            v = psnr[s]
+            print(f"| {label} | {s} | {images[-1] / 1e3:.0f}k | {at(images, v, 0.5):.2f} | {at(images, v, 0.8):.2f} | "
+                  f"{at(images, v, 0.9):.2f} | {v[-1]:.2f} | {v[-1] - at(images, v, 0.9):+.3f} |")
+    if a.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for label, (images, psnr) in curves.items():
+            ax.plot([i / 1e3 for i in images], psnr[25], label=label, lw=1.2)
+        ax.set_xlabel("training images (thousands)")
+        ax.set_ylabel("val PSNR at σ 25/255 (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(a.out, dpi=110)
+        print(f"wrote {a.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from errors import InputError
+
 from .rollouts import STEP_METHODS
 from .tangent import JACOBIANS
 
@@ -21,7 +23,7 @@ _SOLVER_KEYS = {"method", "tol", "max_iters", "track_iters", "oversample", "chun
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError):
     """A setting out of range or of the wrong type; the message names the setting and what was expected."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import yaml
+
 from extrapolation import MethodSettings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +27,15 @@ def load_method_settings(path: str | Path, profile: str, methods: Sequence[str],
     `steps` to every method, `eta` and `sigma` to tangent and linear, `k` and `solver` (which replaces the
     file's solver) to tangent, `vae_eta` to latent. Raises one-line `SettingsError`s naming `owner`."""
     try:
-        loaded = load_settings(settings_path(path), profile)
+        try:
+            loaded = load_settings(settings_path(path), profile)
+        except yaml.YAMLError as err:  # the parser's report spans lines: where it stopped, in one
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise SettingsError(f"{path}: not valid YAML{where}: {problem}") from None
+        except ZeroDivisionError:  # a fraction such as "40/0"
+            raise SettingsError(f"{path} [{profile}]: a fraction divides by zero") from None
         missing = [m for m in methods if m not in loaded]
         if missing:
             raise SettingsError(f"{path} [{profile}] has no settings for {missing}")

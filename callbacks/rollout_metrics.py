@@ -238,6 +238,11 @@ class ExtrapolationCallback(Callback):
             methods.append((name, Models(denoise=pl_module.denoise)))
         return methods
 
+    def set_vae(self, vae: LightningModule, path: str | Path | None = None) -> None:
+        """The VAEModule for `latent`, loaded from `path` by `train.py` at start-up (`_load_vae` returns it)."""
+        vae.freeze()
+        self._vae, self._vae_path = vae, path
+
     def _load_vae(self, pl_module: LightningModule) -> LightningModule | None:
         if self._vae is None:
             from errors import InputError

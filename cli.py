@@ -561,7 +561,7 @@ def _is_run_checkpoints(path: str | Path) -> bool:
 
 
 def check_model_values(model) -> None:
-    """Numbers among the model's hyper-parameters must be finite, and a learning rate positive (Adam refuses
+    """Numbers among the model's hyper-parameters must be finite, and a learning rate not negative (Adam refuses
     -1 only inside `trainer.fit`, and a NaN one trains nothing)."""
     hparams = dict(getattr(model, "hparams", {}) or {})
 
@@ -578,8 +578,8 @@ def check_model_values(model) -> None:
         for name, v in numbers(value, key):
             if not math.isfinite(v):
                 raise InputError(f"--model.init_args.{name}={value}: expected finite numbers")
-            if name == "lr" and v <= 0:
-                raise InputError(f"--model.init_args.lr={v}: the learning rate must be a positive number")
+            if name == "lr" and v < 0:  # 0 is allowed: it freezes the weights (tests/test_ddp.py compares that way)
+                raise InputError(f"--model.init_args.lr={v}: the learning rate must be a non-negative number")
 
 
 def check_frames_fit(model, frame: tuple[int, int, int], trained: tuple) -> None:

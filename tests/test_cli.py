@@ -223,7 +223,7 @@ def _truncated_idx(folder: Path) -> Path:
     (["--dataset=mnist"], r"settings file configs/extrapolation/mnist.yaml does not exist"),
     (["--extrapolation.k=100000"], r"tangent.k must be in \[1, 400\]"),  # raised in the callback's setup, in fit
     (["--config", "nonexist.yaml"], r"--config: File does not exist: .*nonexist.yaml"),
-    (["--model.init_args.lr=-1"], r"--model.init_args.lr=-1.0: the learning rate must be a positive number"),
+    (["--model.init_args.lr=-1"], r"--model.init_args.lr=-1.0: the learning rate must be a non-negative number"),
     (["--model.init_args.lr=.nan"], r"--model.init_args.lr=nan: expected finite numbers"),
     (["--trainer.max_epochs=-5"], r"--trainer: `max_epochs` must be a non-negative integer or -1. You passed in -5"),
     (["--data.init_args.step_deg=.nan"], r"step_deg must be a finite number, got nan"),

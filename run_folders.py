@@ -1,6 +1,6 @@
 """Run folders and checkpoints: one version folder per run, one meaning of "last".
 
-An experiment is a folder such as `runs/rot` (a config's `runs/<experiment>`: its CSVLogger's `save_dir/name`).
+An experiment is a folder such as `runs/rot`: `runs/<experiment>`, from the config key `experiment`.
 Every run of `train.py` gets its own `version_N` inside it, created atomically (`os.mkdir`), so runs started
 together never share one. Everything a run writes lies in that folder:
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from errors import InputError, MissingInputError
 
-RUNS = Path("runs")  # experiments without a logger that names another folder: runs/<experiment>
+RUNS = Path("runs")  # every experiment: runs/<experiment>, relative to where train.py runs
 VERSION = re.compile(r"^version_(\d+)$")
 # set by the process that chose the version folder, read by the DDP processes it launches
 RUN_DIR_ENV = "MANIFOLD_EXTRAPOLATION_RUN_DIR"
@@ -84,10 +84,12 @@ def newest_checkpoint(folder: str | Path, exclude: str | Path | None = None) -> 
     return next((f for f in files if is_complete(f)), None)
 
 
-def checkpoint_info(path: str | Path) -> dict:
-    """`{"epoch", "global_step"}` of a Lightning checkpoint; `InputError` if `path` is not a complete one.
-
-    The message of a broken file names the newest complete checkpoint beside it, if there is one."""
+def read_checkpoint(path: str | Path) -> dict | None:
+    """The contents of a complete Lightning checkpoint, tensors memory-mapped (they stay on disk): its
+    `state_dict`, `hyper_parameters` (a LightningCLI checkpoint records the module's class as `_class_path`),
+    `datamodule_hyper_parameters`, `epoch` ... None when the file is complete but holds objects beyond
+    tensors and containers (`torch.load(weights_only=True)` refuses those). `InputError` if `path` is not a
+    complete Lightning checkpoint; the message of a broken file names the newest complete one beside it."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"checkpoint {path}: no such file")
@@ -107,14 +109,29 @@ def checkpoint_info(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e):  # complete, but holds objects beyond tensors and containers
-            return {"epoch": None, "global_step": None}
+            return None
         raise broken(f"cannot be read: {str(e).splitlines()[0]}") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise broken(f"cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     missing = [k for k in ("state_dict", "pytorch-lightning_version") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise broken(f"a PyTorch file, but no Lightning checkpoint: it has no {' or '.join(missing)}")
+    return ckpt
+
+
+def checkpoint_info(path: str | Path) -> dict:
+    """`{"epoch", "global_step"}` of a Lightning checkpoint; `InputError` if `path` is not a complete one
+    (see `read_checkpoint`)."""
+    ckpt = read_checkpoint(path)
+    if ckpt is None:
+        return {"epoch": None, "global_step": None}
     return {"epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
+
+
+def recorded_class(hparams: dict | None) -> str | None:
+    """The class path a checkpoint records for its module or datamodule: LightningCLI saves it in the
+    hyper-parameters as `_class_path`; else None."""
+    return (hparams or {}).get("_class_path")
 
 
 def run_of(path: str | Path) -> str:

@@ -4,15 +4,16 @@ Each item is one pair `{"frames": (2, C, H, W) float in [0, 1], "index": int, "s
 stack them to `(B, 2, C, H, W)`. Only `predict_dataloader()` exists.
 
 Size and channel policy (the denoiser is only meaningful on frames like its training frames):
-- channels follow the checkpoint's network (its `in_channels`): RGB -> grey (ITU-R 601 luma) or
-  grey -> RGB (replicated) is done explicitly and reported;
-- the frame size is `image_size` if given, else the training frame size the module records
-  (`frame_shape`, or a VAE's `image_size`), else the first frame's size. A frame of another size
-  is refused with a message naming it, unless `resize=True` (bilinear, antialiased; the aspect
-  ratio is not kept).
-Missing files are reported in `setup()`; images are loaded in `predict_dataloader()`, after the
-checkpoint is restored, so a frame size the module restores from its checkpoint is seen. Every
-problem with the inputs raises `errors.InputError` (a `ValueError`) with a one-line message.
+- the model says what it takes: `set_input_shape(model.input_shape())` (`train.py predict` calls it before
+  the trainer runs) hands over `(C, H, W)`, None where the checkpoint does not say, and reads and checks every
+  frame then, so a mistake stops the run at start-up;
+- channels follow the model (its network's `in_channels`): RGB -> grey (ITU-R 601 luma) or grey -> RGB
+  (replicated) is done explicitly and reported; `channels` that contradict the model are refused. This is
+  the one channel check: the frames a predict batch holds always have the model's channels;
+- the frame size is `image_size` if given, else the training frame size the model reports, else the first
+  frame's size. A frame of another size is refused with a message naming it, unless `resize=True` (bilinear,
+  antialiased; the aspect ratio is not kept).
+Every problem with the inputs raises `errors.InputError` (a `ValueError`) with a one-line message.
 """
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ from errors import InputError, MissingInputError
 
 
 def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    if len(size) != 2:
-        raise InputError(f"image_size must be an int or [height, width], got {size!r}")
-    return int(size[0]), int(size[1])
+    pair = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)):
+        raise InputError(f"image_size must be a positive integer or [height, width] of positive integers, got {size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -147,21 +148,32 @@ class FramePairsDataModule(LightningDataModule):
                 raise InputError(f"pairs must be a non-empty list of [first, second] files, got {pairs!r}")
         if video is not None:
             frames = [[0, 1]] if frames is None else frames
-            if not frames or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in frames):
-                raise InputError(f"frames must be a non-empty list of [i, j] indices, got {frames!r}")
-        if channels not in (None, 1, 3):
+            if (not frames or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in frames)
+                    or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for p in frames for i in p)):
+                raise InputError(f"frames must be a non-empty list of [i, j] non-negative frame indices, got {frames!r}")
+        if channels not in (None, 1, 3) or isinstance(channels, bool):
             raise InputError(f"channels must be 1 or 3, got {channels!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(resize, bool):
+            raise InputError(f"resize must be true or false, got {resize!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise InputError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         self.pairs, self.video, self.frame_indices = pairs, video, frames
         self.image_size = None if image_size is None else _size_pair(image_size)
         self.channels, self.resize = channels, resize
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.input_shape: tuple[int | None, int | None, int | None] = (None, None, None)
         self.dataset: PairDataset | None = None
 
+    def set_input_shape(self, shape: tuple[int | None, int | None, int | None]) -> None:
+        """The `(C, H, W)` the model takes (None where unknown; `model.input_shape()`): read, check and convert
+        every frame for it now (`self.dataset`)."""
+        self.input_shape = tuple(shape)
+        self.dataset = self.load(self.input_shape)
+
     def setup(self, stage: str) -> None:
-        # here rather than in __init__: LightningCLI buries errors raised at instantiation in a
-        # "Does not validate against any of the Union subtypes" report
+        # a missing file before the first batch also without train.py (which reads the frames in set_input_shape)
         for f in [f for p in self.pairs for f in p] if self.pairs is not None else [self.video]:
             if not Path(f).is_file():
                 raise MissingInputError(f"{f}: no such file")
@@ -175,10 +187,11 @@ class FramePairsDataModule(LightningDataModule):
         names = [(f"{self.video}#{i}", f"{self.video}#{j}") for i, j in self.frame_indices]
         return [(decoded[i], decoded[j]) for i, j in self.frame_indices], names
 
-    def load(self, input_shape: tuple[int | None, int | None, int | None] = (None, None, None)) -> PairDataset:
-        """Read, check and convert every frame for a model that takes `input_shape` (C, H, W; None: unknown)."""
+    def load(self, input_shape: tuple[int | None, int | None, int | None] | None = None) -> PairDataset:
+        """Read, check and convert every frame for a model that takes `input_shape` (C, H, W; None: unknown;
+        default: what `set_input_shape` was given)."""
         images, names = self._raw_pairs()
-        model_c, model_h, model_w = input_shape
+        model_c, model_h, model_w = self.input_shape if input_shape is None else input_shape
         first = images[0][0]
         c = self.channels or model_c or (1 if is_grey(first) else 3)
         if self.channels and model_c and self.channels != model_c:
@@ -222,9 +235,6 @@ class FramePairsDataModule(LightningDataModule):
         return PairDataset(torch.stack(tensors), sources)
 
     def predict_dataloader(self) -> DataLoader:
-        if self.dataset is None:
-            # the model says what it takes (`input_shape()` of DenoiserModule / VAEModule); the data follows
-            module = getattr(getattr(self, "trainer", None), "lightning_module", None)
-            shape = module.input_shape() if callable(getattr(module, "input_shape", None)) else (None, None, None)
-            self.dataset = self.load(shape)
+        if self.dataset is None:  # no set_input_shape: the frames decide their own size and channels
+            self.dataset = self.load()
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

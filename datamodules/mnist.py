@@ -155,6 +155,13 @@ def translate(images: Tensor, shifts: Tensor) -> Tensor:
     return _resample(images, x - s, y.expand(len(s), H, W))
 
 
+def finite_number(value, name: str) -> float:
+    """`value` as a float, or one `InputError` naming `name` when it is not a finite number (NaN frames otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 class MNISTVideoDataModule(VideoDataModule):
     """Shared base: one video per MNIST digit, the 20x20 centre crop transformed frame by frame.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .mnist import MNISTVideoDataModule, rotate
+from .mnist import MNISTVideoDataModule, finite_number, rotate
 
 
 class RotatedMNISTDataModule(MNISTVideoDataModule):
@@ -25,7 +25,7 @@ class RotatedMNISTDataModule(MNISTVideoDataModule):
         super().__init__(indices=indices, data_dir=data_dir, num_frames=num_frames,
                          batch_size=batch_size, num_val_frames=num_val_frames,
                          split_seed=split_seed, num_workers=num_workers)
-        self.step_deg = float(step_deg)
+        self.step_deg = finite_number(step_deg, "step_deg")
 
     def frame_latents(self) -> Tensor:
         return torch.arange(self.num_frames, dtype=torch.float64) * self.step_deg

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .mnist import MNISTVideoDataModule, translate
+from .mnist import MNISTVideoDataModule, finite_number, translate
 
 
 class TranslatedMNISTDataModule(MNISTVideoDataModule):
@@ -28,7 +28,7 @@ class TranslatedMNISTDataModule(MNISTVideoDataModule):
         super().__init__(indices=indices, data_dir=data_dir, num_frames=num_frames,
                          batch_size=batch_size, num_val_frames=num_val_frames,
                          split_seed=split_seed, num_workers=num_workers)
-        self.start_px, self.step_px = float(start_px), float(step_px)
+        self.start_px, self.step_px = finite_number(start_px, "start_px"), finite_number(step_px, "step_px")
 
     def frame_latents(self) -> Tensor:
         return self.start_px + torch.arange(self.num_frames, dtype=torch.float64) * self.step_px

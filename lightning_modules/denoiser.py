@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from errors import InputError
+
 from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 from .losses import NoiseLoss, SqrtUniformSigma, UniformSigma, psnr
 
@@ -54,8 +56,8 @@ class DenoiserModule(pl.LightningModule):
         net = build_network(network)
         sampler = build_network(sigma_sampler) if sigma_sampler is not None else SqrtUniformSigma(0.0, 0.4)
         loss = build_network(noise_loss) if noise_loss is not None else NoiseLoss()
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"DenoiserModule: lr must be a positive number, got {lr}")
+        if not (lr >= 0 and math.isfinite(lr)):  # 0 freezes the weights (tests/test_ddp.py)
+            raise InputError(f"DenoiserModule: lr must be a non-negative number, got {lr}")
         # save_hyperparameters reads these locals: class_path dicts, so checkpoints rebuild the objects
         network, sigma_sampler, noise_loss = network_hparam(net), network_hparam(sampler), network_hparam(loss)
         self.save_hyperparameters()

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from errors import InputError
+
 
 class _Configured:
     """Records how it was built: ``config = {"class_path", "init_args"}`` (what configs and checkpoints hold)."""
@@ -26,7 +28,7 @@ class UniformSigma(_Configured):
 
     def __init__(self, lo: float = 0.0, hi: float = 0.4):
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
-            raise ValueError(f"{type(self).__name__}: noise levels must satisfy 0 <= lo <= hi, got ({lo}, {hi})")
+            raise InputError(f"{type(self).__name__}: noise levels must satisfy 0 <= lo <= hi, got ({lo}, {hi})")
         self.lo, self.hi = float(lo), float(hi)
         self._record(lo=self.lo, hi=self.hi)
 
@@ -77,7 +79,7 @@ class InverseVarianceNoiseLoss(NoiseLoss):
 
     def __init__(self, sigma_floor: float = 3 / 255):
         if not (math.isfinite(sigma_floor) and sigma_floor > 0):
-            raise ValueError(f"InverseVarianceNoiseLoss: sigma_floor must be > 0, got {sigma_floor}")
+            raise InputError(f"InverseVarianceNoiseLoss: sigma_floor must be > 0, got {sigma_floor}")
         self.sigma_floor = float(sigma_floor)
         self._record(sigma_floor=self.sigma_floor)
 

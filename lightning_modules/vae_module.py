@@ -5,12 +5,15 @@ them and needs no noise-variance hyperparameter balancing it against the KL.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from errors import InputError
 
 from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 
@@ -34,6 +37,8 @@ class VAEModule(pl.LightningModule):
         channels_last: bool = True,
     ):
         super().__init__()
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise InputError(f"VAEModule: lr must be a non-negative number, got {lr}")
         net = build_network(network)
         network = network_hparam(net)  # save_hyperparameters reads this local
         self.save_hyperparameters()

@@ -3,7 +3,9 @@ when the W&B server cannot be reached.
 
 Without a key and without ``WANDB_MODE``, wandb fails after a few seconds ("No API key
 configured") or prompts; with a key but no reachable server it retries for about 100 s and then
-fails. Offline it writes ``<save_dir>/wandb/offline-run-*`` to sync later.
+fails. Offline it writes ``<save_dir>/wandb/offline-run-*`` to sync later. A ``WANDB_MODE`` wandb does
+not know, or a server that refuses the run (a bad key), raises one ``errors.InputError`` that says
+what to set, instead of wandb's traceback.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def has_wandb_credentials() -> bool:
     return False
 
 
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # what wandb.init(mode=...) accepts
 PROBE_SECONDS = 3.0  # how long a TCP connection to the W&B server may take before the run goes offline
 
 
@@ -107,6 +110,12 @@ class WandbLogger(_WandbLogger):
         if env_mode and "mode" not in kwargs and not offline:
             # explicit: wandb reads its environment once per process, so a later change would be missed
             kwargs["mode"] = "offline" if env_mode == "dryrun" else env_mode
+        if kwargs.get("mode") is not None and kwargs["mode"] not in WANDB_MODES:
+            from errors import InputError
+
+            given = f"WANDB_MODE={env_mode}" if env_mode == kwargs["mode"] else f"mode={kwargs['mode']!r}"
+            raise InputError(f"{given} is not a W&B mode: set it to online, offline (logs to sync later with "
+                             f"`wandb sync`) or disabled, or unset it (offline by itself without credentials)")
         self._offline_reason = "no credentials configured"
         if offline or self._auto_offline:
             if log_model:
@@ -126,7 +135,13 @@ class WandbLogger(_WandbLogger):
             if save_dir:
                 os.makedirs(save_dir, exist_ok=True)  # else wandb warns "git root ... does not exist"
             self._check_server()
-        run = super().experiment
+        try:
+            run = super().experiment
+        except Exception as err:
+            refused = self._refused(err)
+            if refused is None:
+                raise
+            raise refused from err
         if self._auto_offline and not self._announced:
             self._announced = True
             self._announce(run)
@@ -150,6 +165,23 @@ class WandbLogger(_WandbLogger):
         self._wandb_init["mode"] = "offline"
         self._auto_offline = True
         self._offline_reason = f"cannot reach {url} ({why})"
+
+    def _refused(self, err: Exception):
+        """An InputError when wandb.init failed with one of wandb's own errors, such as a
+        server that refuses the key (401): what to set, in one line; else None."""
+        try:
+            from wandb.errors import Error as WandbError
+        except ImportError:
+            return None
+        if not isinstance(err, WandbError):
+            return None
+        from errors import InputError
+
+        what = " ".join(str(err).split())
+        what = what if len(what) <= 160 else what[:157] + "..."
+        return InputError(f"W&B run could not start at {wandb_base_url()} ({type(err).__name__}: {what}): check "
+                          f"WANDB_API_KEY (`wandb login --relogin`) and WANDB_BASE_URL, or set WANDB_MODE=offline "
+                          f"to log offline and upload later with `wandb sync`")
 
     @rank_zero_only
     def _announce(self, run) -> None:

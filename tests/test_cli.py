@@ -197,8 +197,8 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path, capsys):
                tmp_path / "other.ckpt")
     rc, errors, err = _run(["test", "--config", str(ROOT / "tests/configs/rot.yaml"), "--ckpt_path", "other.ckpt"], capsys)
     assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
-    assert re.search(r"--ckpt_path other.ckpt does not fit the config's model \(Error\(s\) in loading state_dict for "
-                     r"DenoiserModule: Missing key", errors[0]), errors[0]
+    assert re.search(r"--ckpt_path other.ckpt does not fit the config's model DenoiserModule \(missing keys network\.\S+, "
+                     r".*\(\+\d+ more\); unexpected keys w\): pass the training config", errors[0]), errors[0]
     assert _runs(tmp_path) == []
 
 
@@ -218,6 +218,16 @@ def _truncated_idx(folder: Path) -> Path:
     (["--data.init_args.indices=[0,99]"], r"MNIST indices \[99\] need data_dir"),
     (["--data.init_args.indices=[10]", "--data.init_args.data_dir=idx"], r"idx/train-images-idx3-ubyte has 8645 bytes, expected 9424 .*\(truncated\)"),
     (["--extrapolation.methods=[bogus]"], r"has no settings for \['bogus'\]"),
+    # an extrapolation.SettingsError is an InputError: one line
+    (["--extrapolation.profile=bogus"], r"ExtrapolationCallback: .*rot.yaml: no profile 'bogus'; it has \['paper', 'selected', 'reference'\]"),
+    (["--dataset=mnist"], r"settings file configs/extrapolation/mnist.yaml does not exist"),
+    (["--extrapolation.profile=paper", "--extrapolation.k=100000"], r"tangent.step.k must be in \[1, 400\]"),  # raised in the callback's setup, in fit
+    (["--extrapolation.k=2"], r"tangent: k applies to an eigen-projection step, not A\^2 v"),  # the selected step has no k
+    (["--config", "nonexist.yaml"], r"--config: File does not exist: .*nonexist.yaml"),
+    (["--model.init_args.lr=-1"], r"DenoiserModule: lr must be a non-negative number, got -1.0"),
+    (["--model.init_args.lr=.nan"], r"DenoiserModule: lr must be a non-negative number, got nan"),
+    (["--trainer.max_epochs=-5"], r"--trainer: `max_epochs` must be a non-negative integer or -1. You passed in -5"),
+    (["--data.init_args.step_deg=.nan"], r"step_deg must be a finite number, got nan"),
 ])
 def test_user_mistakes_end_in_one_line(args, expected, tmp_path, capsys):
     _truncated_idx(tmp_path / "idx")
@@ -225,6 +235,160 @@ def test_user_mistakes_end_in_one_line(args, expected, tmp_path, capsys):
     assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert re.search(expected, errors[0]), errors[0]
     assert _runs(tmp_path) == []  # a run that failed on its input leaves no folder behind
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", r"settings.yaml: no profile 'selected'; it has \[\]"),  # empty
+    ("steps: 3\nselected:\n  tangent: {eta: 1}\n  bogus: {eta: 1}\n", r"unknown method 'bogus'"),
+    ("steps: 3\nselected:\n  linear: {eta: 1, nope: 2}\n", r"linear: .*nope"),
+    ("steps: 3\nselected:\n  linear: {eta: 1, sigma: 40/0}\n", r"settings.yaml"),
+    ("steps: 3\nselected:\n  linear: {eta: 1\n", r"settings.yaml: not valid YAML at line \d+, column \d+"),
+    (None, r"settings file .*missing.yaml does not exist"),
+])
+def test_settings_file_mistakes_end_in_one_line(text, expected, tmp_path, capsys):
+    settings = tmp_path / "settings.yaml"
+    if text is None:
+        settings = tmp_path / "missing.yaml"
+    else:
+        settings.write_text(text)
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), f"--extrapolation.settings={settings}",
+                            "--extrapolation.methods=[linear]"], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(expected, errors[0]), errors[0]
+    assert _runs(tmp_path) == []
+
+
+def test_translated_nan_step_is_one_line(tmp_path, capsys):
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/trans.yaml"), "--data.init_args.step_px=.nan"],
+                           capsys)
+    assert rc == 2 and errors == ["error: step_px must be a finite number, got nan"] and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_asked_for_on_a_machine_without_one_is_one_line(tmp_path, capsys):
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), "--trainer.accelerator=gpu"], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"--trainer: No supported gpu backend found! \(accelerator=gpu", errors[0]), errors[0]
+
+
+def test_a_constructor_error_inside_the_logger_list_is_one_line(tmp_path, monkeypatch, capsys):
+    """jsonargparse tries each type of trainer.logger's Union and reports a constructor's error only as text;
+    the InputError the WandbLogger raises (an unknown WANDB_MODE) still ends in its own one line."""
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml")], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("error: WANDB_MODE=bogus is not a W&B mode: set it to online, offline"), errors[0]
+    assert _runs(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- a checkpoint must not change the experiment
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One-step checkpoints of the tiny rotated and translated denoisers and of the rotated VAE, made by `fit`."""
+    import wandb
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    cwd = Path.cwd()
+    try:
+        os.chdir(root)
+        for name in ("rot", "trans", "vae_rot"):
+            train.main(["fit", "--config", str(ROOT / f"tests/configs/{name}.yaml"), "--trainer.max_steps=1",
+                        "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.logger=false",
+                        "--extrapolation.methods=[latent]" if name.startswith("vae") else "--extrapolation.methods=[linear]",
+                        "--trainer.enable_progress_bar=false"])
+            wandb.finish()
+    finally:
+        os.chdir(cwd)
+    found = {name: root / "runs" / f"tiny_{name}" for name in ("rot", "trans", "vae_rot")}
+    assert all((f / "version_0" / "checkpoints" / "last.ckpt").is_file() for f in found.values())
+    return found
+
+
+def test_a_checkpoint_of_another_model_class_is_refused(checkpoints, tmp_path, capsys):
+    """A denoiser checkpoint under the VAE config trained a DenoiserModule into runs/tiny_vae_rot; a VAE checkpoint
+    under the denoiser config tested the VAE: both stop before anything runs."""
+    cases = [("fit", "vae_rot", "rot", "holds a DenoiserModule (lightning_modules.DenoiserModule), but the config's "
+                                       "model is lightning_modules.VAEModule"),
+             ("test", "rot", "vae_rot", "holds a VAEModule (lightning_modules.VAEModule), but the config's model is "
+                                        "lightning_modules.DenoiserModule")]
+    for sub, config, ckpt, expected in cases:
+        rc, errors, err = _run([sub, "--config", str(ROOT / f"tests/configs/{config}.yaml"), "--ckpt_path",
+                                str(checkpoints[ckpt])], capsys)
+        assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+        assert expected in errors[0] and f"tiny_{ckpt}/version_0/config.yaml" in errors[0], errors[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_command_line_model_option_that_contradicts_the_checkpoint_is_refused(checkpoints, tmp_path, capsys):
+    """Lightning rebuilds the model from the checkpoint's hyper-parameters: the option would be dropped silently."""
+    for option, expected in (("--model.init_args.network.init_args.widths=[8,16,32]",
+                              r"--model.init_args.network.init_args.widths=\[8, 16, 32\] contradicts --ckpt_path "
+                              r".*tiny_rot/version_0/checkpoints/last.ckpt, whose model has network.widths=\[4, 8, 16\]"),
+                             ("--model.init_args.lr=0.01", r"--model.init_args.lr=0.01 contradicts .* lr=0.001")):
+        rc, errors, err = _run(["test", "--config", str(ROOT / "tests/configs/rot.yaml"), "--ckpt_path",
+                                str(checkpoints["rot"]), option], capsys)
+        assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+        assert re.search(expected, errors[0]), errors[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_of_other_data_or_network_is_said(checkpoints, tmp_path, capsys, caplog):
+    """A translated checkpoint scored under the rotated config, and the full-size network of configs/rot.yaml
+    replaced by the checkpoint's: each said in a warning line; an option that agrees with the checkpoint is fine."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    cli = train.main(["validate", "--config", str(ROOT / "configs/rot.yaml"), "--ckpt_path", str(checkpoints["trans"]),
+                      "--data.init_args.indices=[0,1]", "--data.init_args.num_frames=20", "--trainer.logger=false",
+                      "--data.init_args.num_val_frames=8", "--trainer.limit_val_batches=1",
+                      "--data.init_args.batch_size=8", "--extrapolation.methods=[linear]", "--extrapolation.steps=2",
+                      "--model.init_args.network.init_args.widths=[4,8,16]", "--trainer.enable_progress_bar=false"])
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warning:")]
+    assert len(warnings) == 2, warnings
+    assert re.search(r"holds another network than the config's \(mid_width 256 -> 16\); the checkpoint's network is "
+                     r"used", warnings[0]), warnings
+    assert re.search(r"was trained on other data than this run's \(datamodules.TranslatedMNISTDataModule instead of "
+                     r"datamodules.RotatedMNISTDataModule\)", warnings[1]), warnings
+    assert type(cli.datamodule).__name__ == "RotatedMNISTDataModule"  # as configured: said, not refused
+    assert list(cli.model.network.config["init_args"]["widths"]) == [4, 8, 16]
+
+
+def test_vae_checkpoint_is_resolved_and_checked_at_start_up(checkpoints, tmp_path, monkeypatch, capsys, caplog):
+    """A vae_checkpoint that holds a denoiser stops the run before the trainer starts (it was found after a whole
+    training epoch); a VAE is loaded by the CLI and handed to the callback; a folder without a checkpoint yet
+    skips `latent` with one warning."""
+    import functools
+    import logging
+
+    import lightning.pytorch as pl
+
+    from lightning_modules import VAEModule
+
+    started, fit = [], pl.Trainer.fit
+
+    @functools.wraps(fit)  # LightningCLI reads the subcommand's options from its signature
+    def no_fit(self, *args, **kwargs):
+        started.append(1)
+
+    monkeypatch.setattr(pl.Trainer, "fit", no_fit)
+    base = ["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), "--extrapolation.methods=[linear,latent]",
+            "--trainer.logger=false"]
+    rc, errors, err = _run([*base, f"--extrapolation.vae_checkpoint={checkpoints['rot']}"], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"error: extrapolation.vae_checkpoint .*tiny_rot/version_0/checkpoints/last.ckpt holds a "
+                     r"DenoiserModule, expected a VAEModule", errors[0]), errors[0]
+    assert not started and _runs(tmp_path) == []
+
+    cli = train.main([*base, f"--extrapolation.vae_checkpoint={checkpoints['vae_rot']}"])
+    callback = cli.config_init.fit.extrapolation
+    assert started and isinstance(callback._load_vae(cli.model), VAEModule)  # handed over, not loaded lazily
+    assert callback._vae is callback._load_vae(cli.model) and not callback._vae.training
+
+    caplog.set_level(logging.INFO)
+    cli = train.main([*base, f"--extrapolation.vae_checkpoint={tmp_path / 'runs' / 'vae_not_trained_yet'}"])
+    warnings = [r.getMessage() for r in caplog.records if "latent" in r.getMessage() and "skipped" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: extrapolation: method 'latent' skipped"), warnings
+    assert cli.config_init.fit.extrapolation.methods == ("linear",)
 
 
 def test_weizmann_data_folder_from_the_environment(strips, tmp_path, monkeypatch, capsys):
@@ -307,6 +471,111 @@ def test_wandb_online_asked_for_but_unreachable_is_one_line(tmp_path, unreachabl
     assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert re.search(r"W&B server http://127.0.0.1:\d+ cannot be reached .*set WANDB_MODE=offline", errors[0])
     assert _runs(tmp_path) == []
+
+
+@pytest.fixture
+def refusing_wandb(tmp_path, monkeypatch):
+    """A key that a W&B server refuses: a local server that answers every request with 401."""
+    import http.server
+    import threading
+
+    import wandb
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"errors": [{"message": "user is not logged in"}]}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = tmp_path / "home"
+    home.mkdir()
+    for var in ("WANDB_MODE", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "01234567")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    wandb.teardown()
+    yield
+    server.shutdown()
+    wandb.finish()
+    wandb.teardown()
+
+
+def test_a_wandb_server_that_refuses_the_key_is_one_line(tmp_path, refusing_wandb, capsys):
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml")], capsys)
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(r"W&B run could not start at http://127.0.0.1:\d+ \(CommError: .*401.*\): check WANDB_API_KEY .*"
+                     r"or set WANDB_MODE=offline", errors[0]), errors[0]
+    assert _runs(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- faults: a full disk, SIGTERM
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    """Every write to metrics.csv fails as on a full disk (it is /dev/full): one line naming where, no traceback
+    and none of W&B's own errors."""
+    import cli
+
+    real = cli.new_version_dir
+
+    def full_disk(experiment):
+        run = real(experiment)
+        (run / "metrics.csv").symlink_to("/dev/full")
+        return run
+
+    monkeypatch.setattr(cli, "new_version_dir", full_disk)
+    rc, errors, err = _run(["fit", "--config", str(ROOT / "tests/configs/rot.yaml"), "--extrapolation.methods=[linear]",
+                            "--trainer.enable_progress_bar=false"], capsys)
+    assert rc == 1 and len(errors) == 1 and "Traceback" not in err and "Logging error" not in err, err
+    assert re.fullmatch(r"error: cannot write runs/tiny_rot/version_0: No space left on device", errors[0]), errors[0]
+
+
+def test_sigterm_stops_fit_with_a_failure_status_and_a_complete_checkpoint(tmp_path):
+    """A scheduler that ends a job with SIGTERM must not read it as finished (exit 0): exit 143, after Lightning
+    stopped at a batch boundary; the checkpoints are complete and `--ckpt_path last` resumes from them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from run_folders import checkpoint_info, is_complete
+
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "tests/configs/rot.yaml"),
+                             "--trainer.max_epochs=100000", "--extrapolation.methods=[linear]", "--trainer.logger=false",
+                             "--extrapolation.every_n_epochs=100000", "--trainer.enable_progress_bar=false"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = tmp_path / "runs" / "tiny_rot" / "version_0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 120
+        while not last.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert last.is_file(), proc.communicate(timeout=30)[0] if proc.poll() is not None else "no checkpoint in 120 s"
+        time.sleep(0.5)  # into a later epoch
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output and "stopped by SIGTERM (exit status 143)" in output, output
+    files = sorted((last.parent).iterdir())
+    assert all(is_complete(f) for f in files) and len(files) == 2, files
+    epochs = {checkpoint_info(f)["epoch"] for f in files}
+    assert len(epochs) == 1, files  # last.ckpt and the epoch file agree
 
 
 # ---------------------------------------------------------------------- two fits at once

@@ -152,6 +152,17 @@ def test_mnist_bad_arguments(tmp_path):
         load_mnist_train_images([0], tmp_path)
 
 
+@pytest.mark.parametrize("cls, arg", [(RotatedMNISTDataModule, "step_deg"), (TranslatedMNISTDataModule, "step_px"),
+                                      (TranslatedMNISTDataModule, "start_px")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "3"])
+def test_mnist_steps_must_be_finite_numbers(cls, arg, value):
+    """A NaN step made every frame NaN and the model trained on them: refused when the module is built."""
+    from errors import InputError
+
+    with pytest.raises(InputError, match=rf"^{arg} must be a finite number, got {value!r}$".replace("(", r"\(")):
+        cls(**{arg: value})
+
+
 def test_mnist_data_dir_and_index_past_end(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)

@@ -290,5 +290,5 @@ def test_loss_and_sampler_are_class_path_arguments_kept_by_checkpoints(tmp_path)
     loaded = DenoiserModule.load_from_checkpoint(tmp_path / "m.ckpt")
     assert type(loaded.noise_loss) is InverseVarianceNoiseLoss and loaded.noise_loss.sigma_floor == 0.05
     assert (type(loaded.sigma_sampler), loaded.sigma_sampler.hi) == (UniformSigma, 0.3)
-    with pytest.raises(ValueError, match="lr must be a positive number"):
+    with pytest.raises(ValueError, match="lr must be a non-negative number"):
         DenoiserModule(_Zero(), lr=float("nan"))

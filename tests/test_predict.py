@@ -87,6 +87,7 @@ def _predict(model, dm, tmp_path, devices=1, **writer_kw) -> Path:
     out = tmp_path / "out"
     trainer = pl.Trainer(accelerator="cpu", devices=devices, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[writer(predict_dir=str(out), **writer_kw)])
+    dm.set_input_shape(model.input_shape())  # what train.py predict does before the trainer runs
     trainer.predict(model, datamodule=dm, return_predictions=False)
     return out
 
@@ -163,6 +164,65 @@ def test_predict_last_is_the_checkpoint_test_loads(ckpt, pngs, monkeypatch, caps
         err = capsys.readouterr().err
         assert err.strip() == expected, err
         assert sorted(exp.glob("version_*")) == after  # no empty run folder
+
+
+@pytest.mark.parametrize("folder", ["experiment", "run"])
+def test_predict_from_a_run_folder_alone(ckpt, pngs, tmp_path, monkeypatch, folder):
+    """Like nanoGPT's sample.py: no --config; the run that wrote the checkpoint gives its config.yaml, and
+    configs/predict.yaml swaps the data for the user's frames. The CLI hands the model's input shape to the data."""
+    import cli
+
+    monkeypatch.chdir(tmp_path)  # the run's config names nothing relative to where it was trained
+    spec = ckpt.parents[2] if folder == "experiment" else ckpt.parents[1]  # runs/tiny_rot or its version_0
+    c = cli.main(["predict", "--ckpt_path", str(spec), "--data.pairs", f"[[{pngs[0]}, {pngs[1]}]]",
+                  "--extrapolation.predict_method=linear", "--extrapolation.steps=3",
+                  "--trainer.enable_progress_bar=false"])
+    _finish_wandb()
+    assert Path(c.trainer.ckpt_path) == ckpt
+    assert c.config.predict.experiment == "tiny_rot" and c.config.predict.data.class_path.endswith("FramePairsDataModule")
+    assert c.datamodule.input_shape == c.model.input_shape() == (1, 20, 20)  # the training frames, from the checkpoint
+    out = sorted(tmp_path.glob("runs/tiny_rot/version_*/predictions/pair_000/frame_004.png"))
+    assert len(out) == 1
+
+
+def test_predict_from_a_run_folder_needs_its_config(ckpt, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import cli
+
+    monkeypatch.chdir(tmp_path)
+    bare = tmp_path / "bare" / "checkpoints"
+    bare.mkdir(parents=True)
+    shutil.copy(ckpt, bare / "last.ckpt")
+    for spec, expected in ((bare.parent, f"error: --ckpt_path {bare.parent}: no config.yaml in {bare.parent}, the run "
+                                         f"that wrote {bare / 'last.ckpt'}; pass its training config with --config"),
+                           ("last", "error: predict --ckpt_path last without --config: name the run or experiment "
+                                    "folder instead")):
+        assert cli.run(["predict", "--ckpt_path", str(spec), "--data.pairs", "[[a.png, b.png]]"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(expected) and "\n" not in err, err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--data.init_args.image_size=1", "--data.init_args.resize=true"],
+     r"^error: predict frames of 1x1 \(HxW\) do not fit the checkpoint's network \(.*\); the checkpoint was trained "
+     r"on 20x20 frames: choose another --data.init_args.image_size$"),
+    (["--data.init_args.image_size=0"], r"^error: image_size must be a positive integer .*got 0$"),
+    (["--data.init_args.frames=[[0,-1]]", "--data.init_args.video=v.mp4", "--data.init_args.pairs=null"],
+     r"^error: frames must be a non-empty list of \[i, j\] non-negative frame indices"),
+])
+def test_predict_options_end_in_one_line(ckpt, pngs, tmp_path, monkeypatch, capsys, extra, expected):
+    """image_size=1 with resize died with 105 lines from the UNet's padding, inside the rollout."""
+    import re
+
+    import cli
+
+    monkeypatch.chdir(tmp_path)
+    rc = cli.run(["predict", "--ckpt_path", str(ckpt), "--data.pairs", f"[[{pngs[0]}, {pngs[1]}]]", *extra,
+                  "--extrapolation.predict_method=linear", "--extrapolation.steps=3"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Traceback" not in err and re.search(expected, err), err
+    assert not list(tmp_path.glob("runs/*/version_*"))
 
 
 def test_same_seed_same_frames_any_batching(model, pngs, tmp_path):

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
+from .common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 from .losses import LOSS_WEIGHTINGS, SIGMA_SCHEDULES, InverseVarianceNoiseLoss, NoiseLoss, psnr
 
 

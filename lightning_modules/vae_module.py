@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
+from .common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 
 
 class VAEModule(pl.LightningModule):

@@ -321,7 +321,7 @@ def table_markdown(rows: Sequence[Mapping]) -> str:
             speed = value(r, "speed_ratio_median")
             md.append(" | ".join([
                 f"| {r['label']}", str(r["profile"]), str(r.get("step") or ""),
-                *(_number(r, k) for k in SHOWN), "—" if math.isnan(speed) else f"{speed:.2f}",
+                *(_number(r, k) for k in SHOWN), "—" if math.isnan(speed) else f"{round(speed, 2) + 0.0:.2f}",
                 f"{bad}/{n}" + (" †" if bad else ""), "" if math.isnan(value(r, "paper")) else f"{value(r, 'paper'):.3f}",
                 f"{len(shas)}: {', '.join(shas)}" if shas else "none",
                 f"{_settings_text(settings_of(r))}, {r['trials']} trials |"]))

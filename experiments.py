@@ -164,6 +164,19 @@ def data_settings(config: str | Path, overrides: Sequence[str] = ()) -> dict:
                                  default=str))
 
 
+def experiment_folder(config: str | Path, overrides: Sequence[str] = ()) -> Path:
+    """Where `config`'s runs go (relative to the working directory): its CSVLogger's `save_dir/name`, else
+    `runs/<experiment>`."""
+    from run_folders import RUNS
+
+    cfg = load_config(config, overrides)
+    loggers = cfg.trainer.get("logger")
+    for lg in loggers if isinstance(loggers, list) else [loggers]:
+        if str(getattr(lg, "class_path", "")).endswith("CSVLogger"):
+            return Path(lg.init_args.get("save_dir") or ".") / (lg.init_args.get("name") or "")
+    return RUNS / cfg.experiment
+
+
 def settings_file(config: str | Path) -> Path:
     """The extrapolation settings file of `config`'s callback (`extrapolation.settings`, e.g.
     configs/extrapolation/rot.yaml)."""
@@ -417,7 +430,7 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 __all__ = ["ArgumentParser", "script", "one_line", "parse_assignments", "log", "config_path", "load_config", "build",
-           "load_datamodule", "data_overrides", "index_list", "write_text_atomic", "data_settings", "settings_file", "checkpoint_provenance",
+           "load_datamodule", "experiment_folder", "data_overrides", "index_list", "write_text_atomic", "data_settings", "settings_file", "checkpoint_provenance",
            "load_module", "load_models", "module_class", "training_seed", "experiment_of", "device", "commit",
            "machine", "today", "strict", "write_json_atomic", "read_json", "write_csv_atomic", "read_csv",
            "NEEDS", "EXPERIMENTS", "checkpoint_kind", "describe_overrides", "SCORED_CLIP_LENGTHS", "ROOT", "CONFIGS"]

@@ -1,9 +1,17 @@
 """The one grid engine: evaluate methods at grid points, one row schema for grid and table cells, one selection rule.
 
 A *row* (`row`) is everything a grid cell or a Table 1 cell reports: the method (name, table label, step, settings),
-every number of `Evaluation.summary()`, the rollout counts and cost, and the caller's context (dataset, videos,
-checkpoint provenance, commit, machine, date, ...). `select` is the selection rule; `combine` merges the rows of one
-setting over several checkpoints (training seeds); `flat` turns a row into a CSV record.
+every number of `Evaluation.summary()`, trials, rollouts, diverged rollouts, seconds and Jacobian applications, then
+the caller's context (dataset, videos, checkpoint provenance, commit, machine, date, ...). Rows read back from a CSV
+hold text: `value` and `settings_of` read both kinds.
+
+`select` is the selection rule: the lowest `<criterion>_mean` (a reading: "cut" by default, "whole" the older
+protocol); a cell where any rollout diverged ranks after every cell where none did; a NaN reading is never selected
+(ValueError naming the method when every cell is NaN). `combine` merges the rows of one setting over several
+checkpoints (training seeds): per reading the mean and std over the rows of each row's mean over trials (std NaN for
+one row, NaN rows left out) and `<r>_trial_std`, the mean of the rows' std over trials; the other numbers are means,
+the rollout counts sums. `flat` turns a row into a CSV record: nested mappings flattened (`checkpoint_sha256`),
+settings and lists as JSON, None and NaN empty.
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ def row(method: Method, evaluation: Evaluation, /, **context) -> dict:
 
 
 def value(r: Mapping[str, Any], key: str) -> float:
-    """A row's number as a float (rows read back from a CSV hold text); NaN when missing, empty or not a number."""
+    """A row's number as a float (text from a CSV too); NaN when missing, empty or not a number."""
     v = r.get(key)
     if v is None or v == "":
         return math.nan
@@ -48,17 +56,14 @@ def settings_of(r: Mapping[str, Any]) -> dict:
 
 
 def rank(r: Mapping[str, Any], criterion: str = "cut") -> tuple:
-    """The selection key of a row: cells without a diverged rollout first, then the lowest `<criterion>_mean`;
-    a NaN reading last of all."""
+    """The selection key of a row: (NaN reading, any rollout diverged, `<criterion>_mean`)."""
     x = value(r, f"{criterion}_mean")
     nan = math.isnan(x)
     return (nan, value(r, "diverged") > 0, math.inf if nan else x)
 
 
 def select(rows: Sequence[Mapping[str, Any]], criterion: str = "cut") -> Mapping[str, Any]:
-    """The selection rule, the one place it lives: the row with the lowest `<criterion>_mean` (a reading name:
-    "cut" by default, "whole" the older protocol); a cell where any rollout diverged ranks after every cell where
-    none did, and a NaN reading is never selected (ValueError naming the method when every cell is NaN)."""
+    """The selection rule, the one place it lives (see the module doc): the row of the lowest `rank`."""
     if criterion not in READINGS:
         raise ValueError(f"criterion must be a reading, one of {READINGS}, got {criterion!r}")
     rows = list(rows)
@@ -74,8 +79,7 @@ def select(rows: Sequence[Mapping[str, Any]], criterion: str = "cut") -> Mapping
 
 def run_grid(points: Iterable[Method], models: Models, videos: Tensor, /, trials: int = 3, seed: int = 0,
              on_row: Callable[[dict], Any] | None = None, *, batch_size: int | None = None, **context) -> list[dict]:
-    """Evaluate each method of `points` on (V, T, C, H, W) `videos` (`trials` trials from `seed`) -> rows, calling
-    `on_row(row)` after each (e.g. to write partial results). Every point is checked before the first rollout."""
+    """Rows of each method of `points` on (V, T, C, H, W) `videos`, `on_row(row)` after each; all checked first."""
     points = list(points)
     for p in points:
         p.check_models(models)
@@ -102,10 +106,7 @@ def _nan_std(xs: Sequence[float]) -> float:
 
 
 def combine(rows: Sequence[Mapping[str, Any]], readings: Sequence[str] = READINGS) -> dict:
-    """Rows of one setting over several checkpoints (training seeds) -> one: per reading `<r>_mean` and `<r>_std`
-    (mean and std over the rows of each row's mean over trials; std NaN for one row) and `<r>_trial_std` (the mean of
-    the rows' std over trials); `speed_ratio_median`, `stalled`, `diverged`, `median_video` and `worst_video` are
-    means over the rows; rollouts and diverged rollouts are summed. NaN rows (all diverged) are left out of means."""
+    """Rows of one setting over several checkpoints (training seeds) -> one (see the module doc)."""
     out: dict[str, Any] = {"checkpoints": len(rows)}
     for name in readings:
         means = [value(r, f"{name}_mean") for r in rows]
@@ -120,8 +121,7 @@ def combine(rows: Sequence[Mapping[str, Any]], readings: Sequence[str] = READING
 
 
 def flat(r: Mapping[str, Any], keep_json: Sequence[str] = ("settings",)) -> dict:
-    """A row as a CSV record: nested mappings flattened (`checkpoint_sha256`), `keep_json` keys and lists as
-    JSON, None as empty."""
+    """A row as a CSV record: nested mappings flattened, `keep_json` keys and lists as JSON, None and NaN empty."""
     out = {}
     for k, v in r.items():
         if isinstance(v, Mapping) and k not in keep_json:

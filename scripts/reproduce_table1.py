@@ -55,11 +55,10 @@ CELL_NAME = re.compile(r"^.+_[0-9a-f]{16}\.json$")
 def last_checkpoint(config: Path) -> Path:
     """What `--ckpt_path last` loads for `config`: the newest complete checkpoint of its experiment
     (`run_folders.resolve_checkpoint`), else `<experiment>/checkpoints/last.ckpt`, which does not exist."""
-    from cli import experiment_folder
     from errors import MissingInputError
     from run_folders import resolve_checkpoint
 
-    experiment = experiment_folder(ex.load_config(config))
+    experiment = ex.experiment_folder(config)
     try:
         return resolve_checkpoint("last", experiment)
     except MissingInputError:
@@ -92,10 +91,10 @@ def train(config: Path, experiment: str, kind: str, args) -> Path:
     if kind == "denoiser":
         # the table's rollouts run below; during training only the cheap baseline is tracked
         cmd += ["--extrapolation.methods=[linear]"]
-    if args.csv_only:
-        runs_root = ckpt.parents[3] if ckpt.parents[1].name.startswith("version_") else ckpt.parents[2]
+    if args.csv_only:  # the same experiment folder, without the W&B logger
+        folder = ex.experiment_folder(config)
         cmd += ["--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                f"--trainer.logger.init_args.save_dir={runs_root}", f"--trainer.logger.init_args.name={experiment}"]
+                f"--trainer.logger.init_args.save_dir={folder.parent}", f"--trainer.logger.init_args.name={folder.name}"]
     cmd += args.train_args
     t0 = time.time()
     subprocess.run(cmd, check=True)

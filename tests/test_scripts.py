@@ -404,3 +404,39 @@ def test_bench_training_side_by_side(capsys):
     fp32, default, ratio = map(float, fields[4:7])
     assert fp32 > 0 and default > 0 and ratio == pytest.approx(default / fp32, rel=0.02)
     assert fields[7:9] == ["32", "1"] and "bfloat16 + channels-last" in line  # 40 - 8 frames per epoch, 1 epoch
+
+
+def test_table_no_train_takes_the_newest_run_of_the_working_directory(tiny_checkpoints, tmp_path, monkeypatch,
+                                                                      capsys):
+    """--no-train without --ckpt: the experiment's newest checkpoint under the working directory's runs/ (none:
+    its methods are skipped); the cell names the run's training seed."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--datasets", "rot", "--configs", str(TESTS), "--no-train", "--trials", "1", "--methods", "linear",
+            "static", "--profiles", "paper", "reference", "--no-figures"]
+    assert table.main(argv) == 0
+    assert "no checkpoint of rot (--no-train); its methods are skipped" in capsys.readouterr().out
+    assert [r["method"] for r in ex.read_csv(tmp_path / "results" / "table1.csv")] == ["static"]
+    run = tmp_path / "runs" / "tiny_rot" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_checkpoints["rot2"], run / "checkpoints" / "last.ckpt")
+    (run / "config.yaml").write_text("seed_everything: 3\n")
+    assert table.main(argv) == 0
+    [c] = [ex.read_json(p) for p in (tmp_path / "results" / "cells").glob("rot_paper_linear_*.json")]
+    assert c["checkpoint"]["training_seed"] == 3
+    assert c["checkpoint"]["path"] == "runs/tiny_rot/version_0/checkpoints/last.ckpt"  # relative: the caller's
+    assert [r["method"] for r in ex.read_csv(tmp_path / "results" / "table1.csv")] == ["linear", "static"]
+
+
+@pytest.mark.slow
+def test_table_trains_then_reuses_the_finished_checkpoint(tmp_path, monkeypatch, capsys):
+    """Without checkpoints the table trains each experiment it needs (`train.py fit` in a subprocess, runs/ under
+    the working directory), then reuses the finished checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--datasets", "rot", "--configs", str(TESTS), "--trials", "1", "--methods", "linear", "--profiles",
+            "paper", "--no-figures", "--csv-only"]
+    assert table.main(argv) == 0
+    assert "rot: training" in capsys.readouterr().out
+    ckpt = tmp_path / "runs" / "tiny_rot" / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and ex.checkpoint_provenance(ckpt)["training_seed"] == 0
+    assert table.main(argv) == 0
+    assert "rot: reusing finished checkpoint" in capsys.readouterr().out

@@ -312,6 +312,20 @@ def describe_overrides(overrides: Sequence[str]) -> str:
     return " ".join(o.replace("--data.init_args.", "") for o in overrides) or "config"
 
 
+def setting_text(key: str, value: Any) -> str:
+    """One setting for tables and logs: `σ 25/255`, `eta 0.45`, `reencode true`, `step filter power 2`."""
+    if key == "sigma" and isinstance(value, (int, float)):
+        return f"σ {value * 255:.4g}/255"
+    if isinstance(value, Mapping):
+        return f"{key} " + " ".join([str(value.get("type", ""))] + [f"{k} {v}" for k, v in value.items() if k != "type"])
+    return f"{key} {str(value).lower() if isinstance(value, bool) else value}"
+
+
+def settings_text(settings: Mapping, skip: Sequence[str] = ("method",)) -> str:
+    """A method's settings (`Method.settings()`) as `eta 0.45, σ 25/255, step filter power 2`."""
+    return ", ".join(setting_text(k, v) for k, v in settings.items() if k not in skip)
+
+
 # ------------------------------------------------------------------------------------------- device, provenance
 def device(accelerator: str = "auto"):
     """The device rollouts run on: "auto" (a GPU when there is one, else the CPU), "cpu", "gpu"/"cuda" or "mps"."""
@@ -430,7 +444,8 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 __all__ = ["ArgumentParser", "script", "one_line", "parse_assignments", "log", "config_path", "load_config", "build",
-           "load_datamodule", "experiment_folder", "data_overrides", "index_list", "write_text_atomic", "data_settings", "settings_file", "checkpoint_provenance",
-           "load_module", "load_models", "module_class", "training_seed", "experiment_of", "device", "commit",
-           "machine", "today", "strict", "write_json_atomic", "read_json", "write_csv_atomic", "read_csv",
-           "NEEDS", "EXPERIMENTS", "checkpoint_kind", "describe_overrides", "SCORED_CLIP_LENGTHS", "ROOT", "CONFIGS"]
+           "load_datamodule", "experiment_folder", "data_overrides", "index_list", "write_text_atomic",
+           "data_settings", "settings_file", "checkpoint_provenance", "load_module", "load_models", "module_class",
+           "training_seed", "experiment_of", "device", "commit", "machine", "today", "strict", "write_json_atomic",
+           "read_json", "write_csv_atomic", "read_csv", "NEEDS", "EXPERIMENTS", "checkpoint_kind",
+           "describe_overrides", "setting_text", "settings_text", "SCORED_CLIP_LENGTHS", "ROOT", "CONFIGS"]

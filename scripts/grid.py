@@ -37,7 +37,7 @@ from errors import InputError
 from extrapolation.dtw import READINGS
 from extrapolation.grid import flat, run_grid, select, settings_of, value
 
-AXES = ("sigma", "eta", "steps", "step", "reencode")  # exploration axes, by the setting they vary
+SKIP = ("method", "steps")  # settings the printed lines leave out
 COLUMNS = ["dataset", "videos", "method", "label", "step", "settings", "whole_mean", "whole_std", "cut_mean",
            "cut_std", "open_end_mean", "open_end_std", "coverage_mean", "speed_ratio_median", "stalled", "diverged",
            "median_video", "worst_video", "worst_video_index", "trials", "seed", "seconds", "applications"]
@@ -91,14 +91,6 @@ def exploration_points(base: Mapping, names: Sequence[str], axes: Mapping[str, l
 
 
 # ------------------------------------------------------------------------------------------- output
-def _show(key: str, v: Any) -> str:
-    if key == "sigma" and isinstance(v, (int, float)):
-        return f"σ {v * 255:.4g}/255"
-    if isinstance(v, Mapping):
-        return " ".join(str(x) for x in ([v.get("type")] + [f"{k} {x}" for k, x in v.items() if k != "type"]) if x)
-    return f"{key} {str(v).lower() if isinstance(v, bool) else v}"
-
-
 def grids_markdown(rows: Sequence[Mapping], paper: Mapping, criterion: str) -> str:
     """One grid per method: columns η, rows the other settings that vary; each cell whole / cut / open-end
     († where a rollout diverged), the winner (`select` on `criterion`) in bold, the paper's values marked."""
@@ -124,7 +116,7 @@ def grids_markdown(rows: Sequence[Mapping], paper: Mapping, criterion: str) -> s
             text = " / ".join("—" if math.isnan(value(r, f"{k}_mean")) else f"{value(r, f'{k}_mean'):.3f}"
                               for k in ("whole", "cut", "open_end"))
             text += " †" if value(r, "diverged") > 0 else ""
-            label = ", ".join(_show(k, s.get(k)) + mark(k, s.get(k)) for k in keys) or "settings"
+            label = ", ".join(ex.setting_text(k, s.get(k)) + mark(k, s.get(k)) for k in keys) or "settings"
             cells.setdefault(label, {})[s.get("eta")] = f"**{text}**" if r is best else text
         head = [f"η {e:g}" + mark("eta", e) for e in etas] or ["cell"]
         first, step = mine[0], {r.get("step") or "" for r in mine}
@@ -318,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_row(r: dict) -> None:
         rows.append(r)
         print(f"{r['method']} {sum(x['method'] == r['method'] for x in rows)}/{len(points[r['method']])}: "
-              f"{_settings_text(r['settings'])}: whole {r['whole_mean']:.3f}, cut {r['cut_mean']:.3f}, open-end "
+              f"{ex.settings_text(r['settings'], SKIP)}: whole {r['whole_mean']:.3f}, cut {r['cut_mean']:.3f}, open-end "
               f"{r['open_end_mean']:.3f}, diverged {r['diverged']:.0%} ({r['seconds']:.1f} s)", flush=True)
         ex.write_csv_atomic(out, kept + [flat(x) for x in rows], COLUMNS)
 
@@ -340,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed.append(str(err))
             continue
         winners[name] = points[name][mine.index(best)]
-        print(f"{name}: selected {_settings_text(best['settings'])} by {args.criterion}: "
+        print(f"{name}: selected {ex.settings_text(best['settings'], SKIP)} by {args.criterion}: "
               + ", ".join(f"{k} {best[f'{k}_mean']:.3f}" for k in ("whole", "cut", "open_end")))
     if failed:
         raise InputError("; ".join(failed))
@@ -348,10 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_selected(Path(settings_path), winners)
         print(f"updated the `selected` profile of {settings_path}: {', '.join(winners)}")
     return 0
-
-
-def _settings_text(settings: Mapping) -> str:
-    return ", ".join(_show(k, v) for k, v in settings.items() if k not in ("method", "steps"))
 
 
 if __name__ == "__main__":

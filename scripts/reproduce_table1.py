@@ -284,17 +284,6 @@ def _number(r: Mapping, key: str) -> str:
         "" if math.isnan(trial) else f" ({trial:.3f})")
 
 
-def _settings_text(settings: Mapping) -> str:
-    def show(k, v):
-        if k == "sigma":
-            return f"σ {v * 255:.4g}/255"
-        if isinstance(v, Mapping):
-            return "step " + " ".join(str(x) for x in [v.get("type")] + [f"{a} {b}" for a, b in v.items()
-                                                                           if a != "type"])
-        return f"{k} {str(v).lower() if isinstance(v, bool) else v}"
-    return ", ".join(show(k, v) for k, v in settings.items() if k != "method")
-
-
 def table_markdown(rows: Sequence[Mapping]) -> str:
     md = ["# Table 1, reproduced", "",
           f"Written {datetime.date.today()} by `python -m scripts.reproduce_table1`; every cell (one per checkpoint) "
@@ -323,7 +312,7 @@ def table_markdown(rows: Sequence[Mapping]) -> str:
                 *(_number(r, k) for k in SHOWN), "—" if math.isnan(speed) else f"{round(speed, 2) + 0.0:.2f}",
                 f"{bad}/{n}" + (" †" if bad else ""), "" if math.isnan(value(r, "paper")) else f"{value(r, 'paper'):.3f}",
                 f"{len(shas)}: {', '.join(shas)}" if shas else "none",
-                f"{_settings_text(settings_of(r))}, {r['trials']} trials |"]))
+                f"{ex.settings_text(settings_of(r))}, {r['trials']} trials |"]))
         commits = sorted({c for r in mine for c in str(r.get("commits") or "").split()})
         md += ["", f"Commits: {', '.join(commits)}.", ""]
     return "\n".join(md)

@@ -1,19 +1,16 @@
 """Benchmark: DTW paths for DTW-SSID (paper A.2), the hand-written closed-end dynamic program that `dtw_path`
 replaced against dtw-python's symmetric1 path (the same path), and the open-end alignment of `readings`.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_dtw.py [--repeats 20]
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_dtw [--repeats 20]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from extrapolation.dtw import dtw_path, open_end_path  # noqa: E402
+from extrapolation.dtw import dtw_path, open_end_path
 
 
 def hand_written(c: np.ndarray) -> list[tuple[int, int]]:

@@ -1,6 +1,6 @@
 """Loss weighting: fine-tune one denoiser checkpoint with eq. 2 and with inverse-variance weighting, same steps.
 
-    python benchmarks/bench_loss_weighting.py --config configs/weizmann.yaml \\
+    python -m benchmarks.bench_loss_weighting --config configs/weizmann.yaml \\
         --ckpt runs/archive/weizmann_small_sigma3/checkpoints/last.ckpt --steps 500 --floor 3 --sigmas 1 3 5 10 25
 
 Both runs start from the checkpoint's weights and see the same batches and noise (Adam at --lr, cosine decay to 0).
@@ -15,13 +15,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import experiments as ex
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@ex.script
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ex.ArgumentParser(prog="python -m benchmarks.bench_loss_weighting", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="experiment config (its data and extrapolation settings)")
     parser.add_argument("--ckpt", type=Path, required=True, help="denoiser checkpoint to start both runs from")
     parser.add_argument("--steps", type=int, default=500)
@@ -30,24 +32,24 @@ def main(argv=None) -> None:
     parser.add_argument("--floor", type=float, default=3, help="sigma_floor of the inverse-variance run, in 1/255")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[1, 3, 5, 10, 25], help="in units of 1/255")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", default="selected", choices=["selected", "paper"],
-                        help="profile of the settings file for the linear rollouts' steps and eta")
+    parser.add_argument("--profile", default="selected",
+                        help="profile of the settings file for the rollouts' steps and eta")
+    parser.add_argument("--method", default="linear", help="the rollout method scored at each noise level")
     args = parser.parse_args(argv)
 
     import torch
 
     from extrapolation import Models, evaluate, load_settings
-    from lightning_modules import DenoiserModule, psnr
-    from scripts.reproduce_table1 import load_datamodule, settings_file
+    from lightning_modules import InverseVarianceNoiseLoss, NoiseLoss, psnr
 
-    dm = load_datamodule(args.config, stage="fit")
+    dm = ex.load_datamodule(args.config, stage="fit")
     frames, videos = dm.train_set.frames.float(), dm.videos.float()
-    linear = load_settings(settings_file(args.config), args.profile)["linear"]
+    rollout = load_settings(ex.settings_file(args.config), args.profile)[args.method]
 
     results = {}
-    for weighting in ("none", "inverse_variance"):
-        module = DenoiserModule.load_from_checkpoint(args.ckpt, map_location="cpu", loss_weighting=weighting,
-                                                     sigma_floor=args.floor / 255)
+    losses = {"none": NoiseLoss(), "inverse_variance": InverseVarianceNoiseLoss(args.floor / 255)}
+    for weighting, noise_loss in losses.items():
+        module = ex.load_module(args.ckpt, "denoiser", noise_loss=noise_loss)
         opt = torch.optim.Adam(module.parameters(), lr=args.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
         torch.manual_seed(args.seed)  # same batches and noise for both weightings
@@ -69,15 +71,15 @@ def main(argv=None) -> None:
             for s in args.sigmas:
                 row[f"psnr {s:g}"] = psnr(module.denoise(gt + s / 255 * base), gt).item()
         for s in args.sigmas:
-            res = evaluate(Models(denoise=module.denoise), videos, linear.with_overrides(sigma=s / 255), seed=args.seed)
-            row[f"linear DTW-SSID {s:g}"] = res.whole.mean().item()
+            res = evaluate(Models(denoise=module.denoise), videos, rollout.override(sigma=s / 255), seed=args.seed)
+            row[f"{args.method} DTW-SSID {s:g}"] = res.summary()["whole_mean"]
         row["seconds"] = time.perf_counter() - tic
         results[weighting] = row
         print(f"{weighting}: fine-tuned {args.steps} steps and evaluated in {row['seconds']:.0f} s", flush=True)
 
     print(f"\n{args.ckpt} fine-tuned {args.steps} steps (batch {args.batch_size}, lr {args.lr:g}, cosine), "
-          f"inverse-variance floor {args.floor:g}/255; linear rollouts: {linear.steps} steps, eta {linear.eta} "
-          f"({args.profile})")
+          f"inverse-variance floor {args.floor:g}/255; {args.method} rollouts: {rollout.steps} steps, "
+          f"eta {getattr(rollout, 'eta', '')} ({args.profile})")
     print(f"{'':24s}{'eq. 2':>10s}{'inv. var.':>12s}{'difference':>12s}")
     for key in results["none"]:
         if key == "seconds":
@@ -85,7 +87,8 @@ def main(argv=None) -> None:
         a, b = results["none"][key], results["inverse_variance"][key]
         unit = " dB" if key.startswith("psnr") else ""
         print(f"{key + '/255':24s}{a:10.3f}{b:12.3f}{b - a:+12.3f}{unit}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

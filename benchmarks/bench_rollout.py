@@ -1,41 +1,42 @@
-"""Benchmark: tangent-step solvers on trained denoisers, against the linear baseline in the same run.
+"""Benchmark: tangent steps on trained denoisers, against the linear baseline in the same run.
 
-For each dataset and solver: seconds per 10-video rollout, Jacobian applications (J q or J^T q) per image per
-step, forward-equivalents per step (rollout time per step / one batched forward of the same videos), and
-DTW-SSID both readings (mean +- std over trials), with the difference to solved `block` (Alg. 1 as written).
-Every rollout goes through `extrapolation.evaluate`, all trials of all videos in one batched call.
+For each dataset and step: seconds per 10-video rollout, Jacobian applications (J q or J^T q) per image per step,
+forward-equivalents per step (rollout time per step / one batched forward of the same videos), and DTW-SSID both
+readings (mean +- std over trials), with the difference to the solved eigen-projection `block` (Alg. 1 as written).
+Every cell is an `extrapolation.grid.row` from `run_grid` (all trials of all videos in one batched call).
 
-    python benchmarks/bench_rollout.py --ckpt rot=runs/rot/.../last.ckpt --ckpt trans=... \
-        [--indices 10-19 --data-dir ../shared/data/mnist] [--trials 5] [--solvers block filter-A2 ...] [--out FILE]
+    python -m benchmarks.bench_rollout --ckpt rot=runs/rot/.../last.ckpt --ckpt trans=... \\
+        [--indices 10-19 --data-dir ../shared/data/mnist] [--trials 5] [--steps block filter-A2 ...] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
-import torch
+import experiments as ex
+from extrapolation import load_settings, run_grid
 
-from extrapolation import Models, evaluate, load_settings
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SOLVERS = {
-    "block": dict(method="block"),
-    "block-fd": dict(method="block", jacobian="fd"),  # as slow as block (same iterations): run on request
-    "subspace-A-fd-2": dict(method="subspace", jacobian="fd", track_iters=2),
-    "subspace-J-fd-2": dict(method="subspace", jacobian="fd", symmetric=False, track_iters=2),
-    "filter-J2": dict(method="filter", power=2, symmetric=False),
-    "filter-A1": dict(method="filter", power=1),
-    "filter-A2": dict(method="filter", power=2),
-    "filter-A3": dict(method="filter", power=3),
-    "filter-A2-jvp": dict(method="filter", power=2, jacobian="autodiff"),
-    "power": dict(method="power"),
+STEPS = {  # name -> the tangent step (settings-file form); eigen steps take k from --k
+    "block": {"type": "eigen", "solver": "block"},
+    "block-fd": {"type": "eigen", "solver": "block", "jacobian": "fd"},  # as slow as block: run on request
+    "subspace-A-fd-2": {"type": "eigen", "solver": "subspace", "jacobian": "fd", "track_iters": 2},
+    "subspace-J-fd-2": {"type": "eigen", "solver": "subspace", "jacobian": "fd", "symmetric": False, "track_iters": 2},
+    "filter-J2": {"type": "filter", "power": 2, "symmetric": False},
+    "filter-A1": {"type": "filter", "power": 1},
+    "filter-A2": {"type": "filter", "power": 2},
+    "filter-A3": {"type": "filter", "power": 3},
+    "filter-A2-jvp": {"type": "filter", "power": 2, "jacobian": "autodiff"},
+    "power": {"type": "eigen", "solver": "power"},
 }
-def forward_seconds(denoise, x: torch.Tensor, repeats: int = 20) -> float:
+
+
+def forward_seconds(denoise, x, repeats: int = 20) -> float:
+    import torch
+
     with torch.no_grad():
         denoise(x)
         times = []
@@ -46,99 +47,100 @@ def forward_seconds(denoise, x: torch.Tensor, repeats: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def cached(args, key: tuple, run):
-    """run(settings) -> Evaluation, or the cell stored under `key` in `--cache` (same checkpoint, videos, trials,
-    settings): long reference cells survive an interrupted benchmark. Cached cells keep their own timing."""
-    import json
-
-    from extrapolation import Evaluation
-
-    name = json.dumps([str(k) for k in key[:4]] + [key[4].as_dict()], sort_keys=True)
-    store = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
+def cached_rows(cache: Path | None, key: dict, compute) -> dict:
+    """The row stored under `key` in the JSON file `cache` (same checkpoint, videos, trials, settings), else
+    `compute()`, stored there: long reference cells survive an interrupted benchmark and keep their own timing."""
+    name = json.dumps(key, sort_keys=True)
+    store = ex.read_json(cache) if cache and cache.exists() else {}
     if name in store:
-        c = store[name]
-        return Evaluation(torch.tensor(c["whole"]), torch.tensor(c["cut"]), c["seconds"], None, c["applications"])
-    res = run(key[4])
-    if args.cache:
-        store = json.loads(args.cache.read_text()) if args.cache.exists() else {}
-        store[name] = dict(whole=res.whole.tolist(), cut=res.cut.tolist(), seconds=res.seconds,
-                           applications=res.applications)
-        args.cache.write_text(json.dumps(store))
-    return res
+        return store[name]
+    r = compute()
+    if cache:
+        store = ex.read_json(cache) if cache.exists() else {}
+        store[name] = r
+        ex.write_json_atomic(cache, store)
+    return r
 
 
 def bench(dataset: str, ckpt: str, args) -> list[str]:
-    from lightning_modules import DenoiserModule
-
-    module = DenoiserModule.load_from_checkpoint(ckpt, map_location=args.device).eval()
-    models = Models(denoise=module.denoise)
-    from scripts.reproduce_table1 import data_args, load_datamodule
-
-    dm = load_datamodule(ROOT / "configs" / f"{dataset}.yaml", data_args(args.indices, args.data_dir))
-    videos = dm.videos.float().to(args.device)
-    settings = load_settings(ROOT / "configs" / "extrapolation" / f"{dataset}.yaml", args.profile)
-    tangent, linear = settings["tangent"], settings["linear"]
+    config = ex.config_path(args.configs / f"{dataset}.yaml")
+    device = ex.device(args.device)
+    models = ex.load_models(denoiser=ckpt, device=device)
+    provenance = ex.checkpoint_provenance(ckpt)
+    overrides = ex.data_overrides(args.indices, args.data_dir)
+    videos = ex.load_datamodule(config, overrides).videos.float().to(device)
+    settings = load_settings(ex.settings_file(config), args.profile)
+    tangent = settings[args.method]
+    k = args.k or getattr(tangent.step, "k", 4)
+    baseline = settings[args.baseline].override(eta=tangent.eta, sigma=tangent.sigma)
     n_videos, steps = videos.shape[0], tangent.steps
-    t_fwd = forward_seconds(module.denoise, videos[:, 0])
-    print(f"\n{dataset}: {ckpt}, videos {args.indices}, {n_videos} videos x {steps} steps, {args.trials} trials; "
-          f"eta {tangent.eta}, sigma {tangent.sigma * 255:.3g}/255, k {tangent.k}; "
+    t_fwd = forward_seconds(models.denoise, videos[:, 0])
+    print(f"\n{dataset}: {ckpt} ({provenance['sha256']}), videos {ex.describe_overrides(overrides)}, {n_videos} videos "
+          f"x {steps} steps, {args.trials} trials; eta {tangent.eta}, sigma {tangent.sigma * 255:.3g}/255, k {k}; "
           f"one forward of {n_videos} frames {1e3 * t_fwd:.1f} ms", flush=True)
-    base = evaluate(models, videos, linear.with_overrides(eta=tangent.eta, sigma=tangent.sigma), args.trials)
-    rows = [("linear (Alg. 2)", "", base)]
-    for name in args.solvers:
-        res = cached(args, (dataset, ckpt, args.indices, args.trials, tangent.with_overrides(solver=SOLVERS[name])),
-                     lambda s: evaluate(models, videos, s, args.trials))
-        rows.append((name, tangent.with_overrides(solver=SOLVERS[name]).step_name(), res))
-        print(f"  {name}: {res.seconds / args.trials:.1f} s per rollout, whole {res.whole.mean():.3f}, "
-              f"cut {res.cut.mean():.3f}", flush=True)
-    ref = next((r for n, _, r in rows if n == "block"), None)
-    t_lin = base.seconds / args.trials
+    points = {args.baseline: baseline}
+    for name in args.steps:
+        step = dict(STEPS[name], **({"k": k} if STEPS[name]["type"] == "eigen" else {}))
+        points[name] = tangent.with_overrides(step=step)
+    rows = {}
+    for name, method in points.items():
+        key = dict(checkpoint=provenance["sha256"], videos=overrides, trials=args.trials, settings=method.settings())
+        rows[name] = cached_rows(args.cache, key, lambda: run_grid([method], models, videos, args.trials)[0])
+        r = rows[name]
+        print(f"  {name}: {r['seconds'] / args.trials:.1f} s per rollout, whole {r['whole_mean']:.3f}, "
+              f"cut {r['cut_mean']:.3f}", flush=True)
+    ref = rows.get("block")
+    t_lin = rows[args.baseline]["seconds"] / args.trials
     lines = [f"### {dataset} ({n_videos} videos x {steps} steps, {args.trials} trials, eta {tangent.eta}, "
-             f"sigma {tangent.sigma * 255:.3g}/255, k {tangent.k})", "",
+             f"sigma {tangent.sigma * 255:.3g}/255, k {k})", "",
              "| solver | step | s / rollout | x linear | J applications / image / step | forward-equiv. / step | "
              "whole | cut | whole - block | cut - block |", "|" + "---|" * 10]
-    for name, step, r in rows:
-        per = r.seconds / args.trials
-        whole = r.whole.mean(1)  # per trial
-        cut = r.cut.mean(1)
-        sd = (lambda t: f" +- {t.std():.3f}" if len(t) > 1 else "")
-        dw = f"{whole.mean() - ref.whole.mean():+.3f}" if ref is not None else ""
-        dc = f"{cut.mean() - ref.cut.mean():+.3f}" if ref is not None else ""
-        lines.append(f"| {name} | {step} | {per:.1f} | {per / t_lin:.1f} | {r.applications:.0f} | "
-                     f"{per / steps / t_fwd:.1f} | {whole.mean():.3f}{sd(whole)} | {cut.mean():.3f}{sd(cut)} | "
-                     f"{dw} | {dc} |")
+    for name, r in rows.items():
+        per = r["seconds"] / args.trials
+        sd = (lambda key: f" +- {r[key]:.3f}" if args.trials > 1 else "")
+        dw = f"{r['whole_mean'] - ref['whole_mean']:+.3f}" if ref is not None else ""
+        dc = f"{r['cut_mean'] - ref['cut_mean']:+.3f}" if ref is not None else ""
+        lines.append(f"| {name} | {r['step']} | {per:.1f} | {per / t_lin:.1f} | {r['applications']:.0f} | "
+                     f"{per / steps / t_fwd:.1f} | {r['whole_mean']:.3f}{sd('whole_std')} | "
+                     f"{r['cut_mean']:.3f}{sd('cut_std')} | {dw} | {dc} |")
     return lines
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@ex.script
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    p = ex.ArgumentParser(prog="python -m benchmarks.bench_rollout", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", action="append", required=True, help="DATASET=PATH (rot, trans); repeat")
     p.add_argument("--indices", default="10-19", help="MNIST digits of the videos (default: the selection digits)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (indices >= 10)")
     p.add_argument("--trials", type=int, default=5)
-    p.add_argument("--profile", default="selected", help="settings profile for eta, sigma, k")
-    p.add_argument("--solvers", nargs="+", default=[s for s in SOLVERS if s not in ("power", "block-fd")],
-                   choices=list(SOLVERS))
+    p.add_argument("--profile", default="selected", help="settings profile for eta, sigma")
+    p.add_argument("--method", default="tangent", help="the method whose step varies")
+    p.add_argument("--baseline", default="linear", help="the method every step is timed against")
+    p.add_argument("--k", type=int, default=None, help="k of the eigen-projection steps (default: the profile's "
+                   "step's, else 4)")
+    p.add_argument("--steps", nargs="+", default=[s for s in STEPS if s not in ("power", "block-fd")],
+                   choices=list(STEPS))
+    p.add_argument("--configs", type=Path, default=ex.CONFIGS)
     p.add_argument("--cache", type=Path, default=None,
                    help="JSON file of finished cells: a rerun with the same checkpoint, videos and settings reuses them")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto, cpu or gpu")
     p.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
     args = p.parse_args(argv)
-    torch.set_num_threads(1) if args.device == "cpu" else None
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)")
-    lines = [f"`python benchmarks/bench_rollout.py {' '.join(argv or __import__('sys').argv[1:])}`", "",
-             f"{when}, {machine}, torch {torch.__version__}", ""]
-    for spec in args.ckpt:
-        dataset, _, path = spec.partition("=")
+    if ex.device(args.device).type == "cpu":
+        torch.set_num_threads(1)
+    lines = [f"`python -m benchmarks.bench_rollout {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"{ex.today()}, {ex.machine()}, commit {ex.commit()}", ""]
+    for dataset, path in ex.parse_assignments(args.ckpt):
         lines += bench(dataset, path, args) + [""]
     text = "\n".join(lines)
     print("\n" + text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        ex.write_text_atomic(args.out, text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

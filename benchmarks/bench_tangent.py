@@ -5,18 +5,20 @@ target sine of the largest principal angle of a reference ("exact" at 20x20, a l
 we report operator applications per image (JVP = 1, VJP = 1) and wall-clock at that point. Rollouts (time and
 DTW-SSID per solver) are benchmarked by bench_rollout.py. The CPU may be shared.
 
-    python benchmarks/bench_tangent.py [--net unet|small] [--train-seconds 30] [--k 4] [--skip64]
+    python -m benchmarks.bench_tangent [--net unet|small] [--train-seconds 30] [--k 4] [--skip64]
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import math
+import sys
 import time
 
 import torch
 from torch import nn
 
+import experiments as ex
 from extrapolation import subspace_sine, tangent_basis
 
 
@@ -115,18 +117,22 @@ def compare(name, den, x, k, ref, targets, iters_cap):
             print(f"{target:11.0e} | {m:>8} | {apps:6d} | {sec:7.2f} | {sine:8.1e} | {tol or float('nan'):7.0e} {ratio}{flag}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
+@ex.script
+def main(argv=None) -> int:
+    ap = ex.ArgumentParser(prog="python -m benchmarks.bench_tangent", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", default="unet", choices=["unet", "small"])
     ap.add_argument("--widths", type=int, nargs="+", default=None, help="UNet widths then mid width, e.g. 32 64 128 256")
     ap.add_argument("--train-seconds", type=float, default=30)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--skip64", action="store_true")
-    ap.add_argument("--ckpt", default=None, help="a trained DenoiserModule checkpoint (e.g. runs/rot/checkpoints/last.ckpt): "
-                    "its network and the rotated-MNIST videos replace the briefly trained net and the strokes")
+    ap.add_argument("--ckpt", default=None, help="a trained DenoiserModule checkpoint (e.g. runs/rot/version_0): "
+                    "its network and the videos of --config replace the briefly trained net and the strokes")
+    ap.add_argument("--config", default="rot", help="with --ckpt: the experiment config of its videos (a name under "
+                    "configs/ or a path)")
     # 1 thread: on this shared 2-core CPU, 2 OpenMP threads spin-wait for a busy core (a UNet forward 10x slower).
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (CPU shared with other jobs: times are noisy)")
@@ -146,14 +152,9 @@ def main():
 
     # 2. Network at 20x20.
     if args.ckpt:
-        from datamodules import RotatedMNISTDataModule
-        from lightning_modules import DenoiserModule
-
-        net = DenoiserModule.load_from_checkpoint(args.ckpt, map_location="cpu").network.eval()
+        net = ex.load_module(args.ckpt, "denoiser").network.eval()
         print(f"network: trained checkpoint {args.ckpt}")
-        dm = RotatedMNISTDataModule()
-        dm.setup("test")
-        clean = dm.videos[:, 0]
+        clean = ex.load_datamodule(ex.config_path(args.config)).videos[:, 0]
     else:
         net = train_briefly(make_net(args.net, args.widths), args.train_seconds)
         clean = strokes(10, 20, g)
@@ -193,8 +194,9 @@ def main():
               f"eigenvalues {[round(v, 3) for v in info.eigenvalues[0].tolist()]}")
         compare("network at 64x64 (reference: long block run)", den, x64, k, ref64, [1e-2], {"power": 200, "subspace": 150, "block": 100})
 
-    print("\nRollout speed and quality per solver: benchmarks/bench_rollout.py")
+    print("\nRollout speed and quality per tangent step: python -m benchmarks.bench_rollout")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,11 +1,13 @@
 """The Lightning training modules (the networks they train are in ``networks``) and the W&B logger."""
+from .common import build_network, to_memory_format
 from .denoiser import DenoiserModule
 from .losses import InverseVarianceNoiseLoss, NoiseLoss, SqrtUniformSigma, UniformSigma, psnr
 from .vae_module import VAEModule
 from .wandb_logger import WandbLogger
 
 __all__ = ["DenoiserModule", "VAEModule", "WandbLogger",
-           "NoiseLoss", "InverseVarianceNoiseLoss", "UniformSigma", "SqrtUniformSigma", "psnr"]
+           "NoiseLoss", "InverseVarianceNoiseLoss", "UniformSigma", "SqrtUniformSigma", "psnr",
+           "build_network", "to_memory_format"]
 
 _MOVED_TO_NETWORKS = ("BiasFreeBatchNorm2d", "UNet", "VAE")
 

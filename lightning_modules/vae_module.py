@@ -15,7 +15,7 @@ from torch import nn
 
 from errors import InputError
 
-from ._common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
+from .common import build_network, configure_adam, full_precision, input_shape, network_hparam, to_memory_format
 
 
 class VAEModule(pl.LightningModule):

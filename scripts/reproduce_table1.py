@@ -1,231 +1,332 @@
-"""Reproduce the paper's Table 1: train (or reuse) every model, roll out every method, write results/.
+"""Reproduce the paper's Table 1: train (or take) the models, roll out every method of every profile, write results/.
 
-    python scripts/reproduce_table1.py                      # all three datasets, 5 trials
-    python scripts/reproduce_table1.py --datasets rot --trials 2 --profiles paper
+    python -m scripts.reproduce_table1                               # all three datasets, every profile, 5 trials
+    python -m scripts.reproduce_table1 --datasets rot --no-train \\
+        --ckpt rot=runs/rot/version_0 --ckpt rot=runs/rot/version_1 --ckpt rot=runs/rot/version_2 --ckpt vae_rot=...
 
-For each dataset it trains the denoiser (`configs/<ds>.yaml`) and the VAE (`configs/vae_<ds>.yaml`)
-through `train.py fit` unless the experiment's newest checkpoint (`--ckpt_path last`) is already finished
-(an unfinished one is resumed), then loads both checkpoints and scores tangent (Alg. 1), linear (Alg. 2) and latent
-(Alg. 3) with `extrapolation.evaluate` at the settings of each `--profiles` entry (`paper`: appendix A.6,
-`selected`: chosen on the selection videos) in the dataset's settings file, `--trials`
-seeds each, and writes `results/table1.csv`, `results/table1.md` and the figures. Finished cells
-are cached in `results/cells/` (reused while their profile, settings and trials match) so an
-interrupted run picks up where it stopped.
+For each dataset it takes the checkpoints given (`--ckpt EXPERIMENT=PATH`, repeated for training-seed replicates),
+or trains the denoiser (`configs/<ds>.yaml`) and the VAE (`configs/vae_<ds>.yaml`) through `train.py fit` unless the
+experiment's newest checkpoint is finished (an unfinished one is resumed), or with `--no-train` takes that newest
+checkpoint. Every method of every profile of the dataset's settings file (`paper`: appendix A.6, `selected`: chosen
+on the selection videos, `reference`: the no-motion row, and any other) is rolled out by `extrapolation.evaluate`,
+`--trials` trials, once per checkpoint of the experiment it needs. Each cell (one per dataset, profile, method and
+checkpoint; the `extrapolation.grid.row` schema) is a JSON file in `<out>/cells/`, keyed by the checkpoint's sha256,
+the video set (the config's data arguments with the overrides), the settings, the trials and the seed: a rerun
+reuses exactly the cells it would compute and nothing else. Cells without a key (an older schema, other
+checkpoints) are left alone and ignored, with one line saying so; a corrupt cell is named and computed again.
+
+The table (`<out>/table1.csv`, `<out>/table1.md`): per (dataset, videos, profile, method) the mean ± std over
+checkpoints (training seeds) of each checkpoint's mean over trials, with the trial std (the mean over checkpoints of
+each one's std over trials) beside; whole, cut and open-end DTW-SSID, the median speed ratio and the diverged
+rollouts; the checkpoints and commits. Rows of other datasets, videos, profiles or methods already in the table
+are kept. Figures of video 0 (the first checkpoint) go to `<out>/figures/`.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
+import hashlib
 import json
-import os
-import platform
+import math
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import experiments as ex
+from errors import InputError
+from extrapolation.grid import combine, flat, row, settings_of, value
 
-PAPER = {  # Table 1 of the paper (DTW-SSID, lower is better)
+PAPER = {  # Table 1 of the paper (DTW-SSID, lower is better), by (dataset, method)
     ("trans", "linear"): 0.727, ("rot", "linear"): 0.700, ("weizmann", "linear"): 0.158,
     ("trans", "latent"): 0.834, ("rot", "latent"): 0.840, ("weizmann", "latent"): 0.515,
     ("trans", "tangent"): 0.119, ("rot", "tangent"): 0.273, ("weizmann", "tangent"): 0.142,
 }
 DATASET_NAMES = {"trans": "Translated MNIST", "rot": "Rotated MNIST", "weizmann": "Weizmann Action"}
-METHOD_NAMES = {"linear": "Denoiser baseline (Alg. 2)", "latent": "VAE (Alg. 3)", "tangent": "Ours: tangent (Alg. 1)",
-                "static": "Reference, not in the paper: frame 2 repeated"}
-METHODS = ("linear", "latent", "tangent")
-ROWS = METHODS + ("static",)  # the table's rows: the paper's methods, then the no-motion reference
+SECTION = ("dataset", "videos", "clip_length")  # a table section
+ROW = SECTION + ("profile", "method")  # a table row
+SHOWN = ("whole", "cut", "open_end")  # readings in the markdown table
+CELL_NAME = re.compile(r"^.+_[0-9a-f]{16}\.json$")
 
 
-def log(msg: str) -> None:
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {msg}", flush=True)
-
-
+# ------------------------------------------------------------------------------------------- models
 def last_checkpoint(config: Path) -> Path:
     """What `--ckpt_path last` loads for `config`: the newest complete checkpoint of its experiment
     (`run_folders.resolve_checkpoint`), else `<experiment>/checkpoints/last.ckpt`, which does not exist."""
-    from cli import experiment_folder, load_config
     from errors import MissingInputError
     from run_folders import resolve_checkpoint
 
-    experiment = experiment_folder(load_config(["--config", config]))
+    experiment = ex.experiment_folder(config)
     try:
         return resolve_checkpoint("last", experiment)
     except MissingInputError:
         return experiment / "checkpoints" / "last.ckpt"
 
 
-def settings_file(config: Path) -> Path:
-    """The extrapolation settings file of `config`'s callback (`extrapolation.settings`, e.g. configs/extrapolation/rot.yaml)."""
-    from callbacks.method_settings import settings_path
-    from cli import load_config
-
-    return settings_path(load_config(["--config", config]).extrapolation.settings).resolve()
-
-
-def data_args(indices: str | None = None, data_dir: str | None = None, clip_start: int | None = None,
-              clip_length: int | None = None) -> list[str]:
-    """Config overrides that select other videos: MNIST `indices` ('10..19'), Weizmann clips of `clip_length`
-    frames starting at frame `clip_start`, and the data folder."""
-    from datamodules import parse_indices
-
-    out = [f"--data.init_args.indices=[{','.join(map(str, parse_indices(indices)))}]"] if indices else []
-    out += [f"--data.init_args.clip_start={clip_start}"] if clip_start is not None else []
-    out += [f"--data.init_args.clip_length={clip_length}"] if clip_length is not None else []
-    return out + ([f"--data.init_args.data_dir={data_dir}"] if data_dir else [])
-
-
-def load_datamodule(config: Path, overrides: list[str] = (), stage: str = "test"):
-    """The config's datamodule (with `overrides`, e.g. `data_args(...)`), set up for `stage`."""
-    from train import main as cli_main
-
-    sys.argv = sys.argv[:1]  # LightningCLI gets its arguments from `args` alone
-    dm = cli_main(run=False, args=["--config", str(config), "--trainer.logger=false", *overrides]).datamodule
-    dm.prepare_data()
-    dm.setup(stage)
-    return dm
-
-
-def summary(whole, cut) -> dict:
-    """Table 1 numbers of per-(trial, video) scores: mean and std over trials of the per-trial means, both
-    readings, and the median and worst video (whole reading, mean over trials)."""
-    trials = whole.shape[0]
-    per_trial = {"": whole.double().mean(1), "_cut": cut.double().mean(1)}
-    per_video = whole.double().mean(0)
-    out = {}
-    for key, t in per_trial.items():
-        out[f"dtw_ssid{key}_mean"] = t.mean().item()
-        out[f"dtw_ssid{key}_std"] = t.std().item() if trials > 1 else 0.0
-    out.update(median_video=per_video.median().item(), worst_video=per_video.max().item(),
-               worst_video_index=int(per_video.argmax()), per_video=per_video.tolist(),
-               per_video_cut=cut.double().mean(0).tolist())
-    return out
-
-
-def clip_variant(args) -> tuple[int | None, str]:
-    """`--clip-length` (Weizmann's longer clips): the length, and the suffix that keeps its cells apart."""
-    return args.clip_length, (f"_clip{args.clip_length}" if args.clip_length else "")
-
-
-def scored_videos(args) -> list[str]:
-    """The data overrides of the videos this run scores."""
-    return data_args(args.indices, args.data_dir, clip_length=clip_variant(args)[0])
-
-
-def finished(ckpt: Path, config: Path, train_args: list[str]) -> bool:
+def finished(ckpt: Path, config: Path, train_args: Sequence[str]) -> bool:
     """Whether `ckpt` holds the last epoch of `config`'s `trainer.max_epochs` (or its override)."""
-    import torch
-
-    from cli import load_config
-
-    max_epochs = load_config(["--config", config]).trainer.max_epochs
+    max_epochs = ex.load_config(config).trainer.max_epochs
     for a in train_args:
         if a.startswith("--trainer.max_epochs="):
             max_epochs = int(a.split("=", 1)[1])
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1 >= max_epochs
+    return (ex.checkpoint_provenance(ckpt)["epoch"] or 0) + 1 >= max_epochs
 
 
-def train(config: Path, experiment: str, args) -> Path:
-    """Run `train.py fit` for one config, resuming from its last checkpoint; return that checkpoint."""
+def train(config: Path, experiment: str, kind: str, args) -> Path:
+    """Run `train.py fit` for one config (in the working directory: its `runs/`), resuming from its newest
+    checkpoint; return the checkpoint it ends with. `kind`: "denoiser" or "vae"."""
     ckpt = last_checkpoint(config)
     if ckpt.exists() and finished(ckpt, config, args.train_args):
-        log(f"{experiment}: reusing finished checkpoint {ckpt}")
+        ex.log(f"{experiment}: reusing finished checkpoint {ckpt}")
         return ckpt
-    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config),
+    cmd = [sys.executable, str(ex.ROOT / "train.py"), "fit", "--config", str(config),
            f"--trainer.accelerator={args.accelerator}"]
     if ckpt.exists():
-        log(f"{experiment}: resuming from {ckpt}")
+        ex.log(f"{experiment}: resuming from {ckpt}")
         cmd += ["--ckpt_path", str(ckpt)]
     else:
-        log(f"{experiment}: training ({' '.join(cmd[2:])})")
-    if not experiment.startswith("vae_"):
-        # the table's rollouts run in `test` below; during training only the cheap baseline is tracked
+        ex.log(f"{experiment}: training ({' '.join(cmd[2:])})")
+    if kind == "denoiser":
+        # the table's rollouts run below; during training only the cheap baseline is tracked
         cmd += ["--extrapolation.methods=[linear]"]
-    if args.csv_only:
-        runs_root = ckpt.parents[3] if ckpt.parents[1].name.startswith("version_") else ckpt.parents[2]
-        cmd += csv_logger_args(runs_root, experiment)
+    if args.csv_only:  # the same experiment folder, without the W&B logger
+        folder = ex.experiment_folder(config)
+        cmd += ["--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                f"--trainer.logger.init_args.save_dir={folder.parent}", f"--trainer.logger.init_args.name={folder.name}"]
     cmd += args.train_args
     t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    subprocess.run(cmd, check=True)
     ckpt = last_checkpoint(config)  # the run just trained wrote into its own version folder
     if not ckpt.exists():
-        raise FileNotFoundError(f"{experiment}: training ended without writing {ckpt}")
-    log(f"{experiment}: trained in {time.time() - t0:.0f} s")
+        raise RuntimeError(f"{experiment}: training ended without writing {ckpt}")
+    ex.log(f"{experiment}: trained in {time.time() - t0:.0f} s")
     return ckpt
 
 
-def csv_logger_args(out: Path, name: str) -> list[str]:
-    """Replace the config's loggers by one CSVLogger (machines without wandb, or no W&B run wanted)."""
-    return ["--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-            f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}"]
-
-
-def evaluate_cells(ds: str, args, ckpts: dict[str, Path]) -> None:
-    """Score each method of `--methods` with `extrapolation.evaluate` (`--trials` seeds, `--profile` settings)
-    on the dataset's videos, from the checkpoints in `ckpts`; one cached cell per method and profile."""
-    config = args.configs / f"{ds}.yaml"
-    path = settings_file(config)
-    for profile in args.profiles:
-        evaluate_profile(ds, args, ckpts, config, path, profile)
-
-
-def evaluate_profile(ds: str, args, ckpts: dict[str, Path], config: Path, path: Path, profile: str) -> None:
-    import torch
-
-    from extrapolation import Models, evaluate, load_settings
-    from lightning_modules import DenoiserModule, VAEModule
-
-    settings = load_settings(path, profile)
-    clip_length, suffix = clip_variant(args)
-    if clip_length:  # longer clips: every frame after the two given is generated
-        settings = {m: s.with_overrides(steps=clip_length - 2) for m, s in settings.items()}
-    todo = []
-    for method in args.methods:
-        cell = args.out / "cells" / f"{ds}_{method}_{profile}{suffix}.json"
-        old = json.loads(cell.read_text()) if cell.exists() else {}
-        if old.get("trials", 0) >= args.trials and old.get("settings") == settings[method].as_dict():
-            log(f"{ds}/{method} ({profile}): cached in {cell}")
-        elif (f"vae_{ds}" if method == "latent" else ds) not in ckpts:
-            log(f"{ds}/{method}: no checkpoint; skipped")
+def checkpoints(ds: str, experiments: Mapping[str, str], given: Mapping[str, list[str]], args) -> dict[str, list[dict]]:
+    """{experiment: [provenance, ...]} of the `experiments` ({experiment: kind}): the checkpoints given, trained or
+    found (`--no-train`); an experiment without any is left out. The same file given twice counts once."""
+    out = {}
+    for experiment, kind in experiments.items():
+        config = ex.config_path(args.configs / f"{experiment}.yaml")
+        if experiment in given:
+            paths = given[experiment]
+        elif not args.no_train:
+            paths = [train(config, experiment, kind, args)]
+        elif last_checkpoint(config).exists():
+            paths = [last_checkpoint(config)]
         else:
-            todo.append(method)
+            ex.log(f"{ds}: no checkpoint of {experiment} (--no-train); its methods are skipped")
+            continue
+        found = {}
+        for path in paths:
+            p = ex.checkpoint_provenance(path, kind)
+            if p["sha256"] in found:
+                ex.log(f"{experiment}: {path} is the same file as {found[p['sha256']]['path']}; counted once")
+                continue
+            found[p["sha256"]] = p
+        out[experiment] = list(found.values())
+    return out
+
+
+# ------------------------------------------------------------------------------------------- cells
+def cell_key(ds: str, profile: str, method, data: Mapping, checkpoint: Mapping | None, trials: int, seed: int) -> dict:
+    """What a cell's numbers depend on: a cached cell is reused only when its key is this one."""
+    return ex.strict(dict(dataset=ds, profile=profile, settings=method.settings(), data=data,
+                          checkpoint=None if checkpoint is None else checkpoint["sha256"], trials=trials, seed=seed))
+
+
+def cell_path(cells: Path, key: Mapping) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cells / f"{key['dataset']}_{key['profile']}_{key['settings']['method']}_{digest}.json"
+
+
+def cached_cell(path: Path, key: Mapping) -> dict | None:
+    """The cell stored at `path` if its key is `key`; a corrupt file is named in a warning (and computed again)."""
+    if not path.exists():
+        return None
+    try:
+        cell = ex.read_json(path)
+    except InputError as err:
+        print(f"warning: {err}; computing the cell again", file=sys.stderr)
+        return None
+    return cell if isinstance(cell, dict) and cell.get("key") == key else None
+
+
+def legacy_cells(cells: Path) -> list[Path]:
+    """Cell files of the older schema (no key in the name): from other checkpoints, never read."""
+    return sorted(p for p in cells.glob("*.json") if not CELL_NAME.match(p.name)) if cells.is_dir() else []
+
+
+def evaluate_dataset(ds: str, args, given: Mapping[str, list[str]]) -> list[dict]:
+    """Every cell of one dataset (see the module doc), cached or computed; figures of the computed ones."""
+    from extrapolation import evaluate, load_settings
+    from extrapolation.settings import profiles as profiles_of
+
+    config = ex.config_path(args.configs / f"{ds}.yaml")
+    settings_path = ex.settings_file(config)
+    profiles = args.profiles or profiles_of(settings_path)
+    unknown = [p for p in profiles if p not in profiles_of(settings_path)]
+    if unknown:
+        raise InputError(f"--profiles {unknown}: {settings_path} has profiles {profiles_of(settings_path)}")
+    methods = {p: {n: m for n, m in load_settings(settings_path, p).items()
+                   if args.methods is None or n in args.methods} for p in profiles}
+    if args.clip_length:  # longer clips: every frame after the two given is generated
+        methods = {p: {n: m.with_overrides(steps=args.clip_length - 2) for n, m in ms.items()}
+                   for p, ms in methods.items()}
+    needed = {ex.experiment_of(m, ds): ex.checkpoint_kind(m) for ms in methods.values() for m in ms.values()
+              if ex.checkpoint_kind(m)}
+    ckpts = checkpoints(ds, needed, given, args)
+    overrides = ex.data_overrides(args.indices, args.data_dir, clip_length=args.clip_length)
+    data = ex.data_settings(config, overrides)
+    context = dict(dataset=ds, videos=ex.describe_overrides(overrides), clip_length=args.clip_length, seed=args.seed,
+                   data_args=overrides, settings_file=str(settings_path), train_args=args.train_args)
+    cells_dir = args.out / "cells"
+    cells, todo = [], []
+    for profile, ms in methods.items():
+        for name, method in ms.items():
+            experiment = ex.experiment_of(method, ds)
+            if experiment is not None and experiment not in ckpts:
+                continue
+            for i, ckpt in enumerate(ckpts[experiment] if experiment else [None]):
+                key = cell_key(ds, profile, method, data, ckpt, args.trials, args.seed)
+                path = cell_path(cells_dir, key)
+                cell = cached_cell(path, key)
+                if cell is not None:
+                    ex.log(f"{ds}/{profile}/{name}: cached in {path}")
+                    cells.append(cell)
+                else:
+                    todo.append((profile, method, ckpt, i, key, path))
     if not todo:
-        return
-    device = "cuda" if args.accelerator in ("gpu", "cuda") or (
-        args.accelerator == "auto" and torch.cuda.is_available()) else "cpu"
-    dm = load_datamodule(config, scored_videos(args))
+        return cells
+    device = ex.device(args.accelerator)
+    dm = ex.load_datamodule(config, overrides)
     videos = dm.videos.float().to(device)
-    shown = {}
-    for method in todo:
-        if method == "latent":
-            vae = VAEModule.load_from_checkpoint(ckpts[f"vae_{ds}"], map_location=device).eval()
-            models = Models(encode=vae.encode, decode=vae.decode)
-        else:
-            models = Models(denoise=DenoiserModule.load_from_checkpoint(ckpts[ds], map_location=device).eval().denoise)
-        s = settings[method]
-        log(f"{ds}/{method}: rolling out {videos.shape[0]} videos x {args.trials} trials ({profile}: "
-            f"{s.as_dict()})")
-        res = evaluate(models, videos, s, args.trials, seed=0, keep_frames=not args.no_figures)
-        result = dict(dataset=ds, method=method, profile=profile, trials=args.trials, seconds=res.seconds,
-                      **summary(res.whole, res.cut), settings=s.as_dict(), step=s.step_name(),
-                      settings_file=os.path.relpath(path, ROOT), data_args=scored_videos(args),
-                      checkpoint=str(ckpts["vae_" + ds if method == "latent" else ds]),
-                      train_args=args.train_args, commit=git_commit(), machine=machine())
-        if clip_length:
-            result["clip_length"] = clip_length
-        (args.out / "cells" / f"{ds}_{method}_{profile}{suffix}.json").write_text(to_json(result))
-        log(f"{ds}/{method}: DTW-SSID {result['dtw_ssid_mean']:.3f} +- {result['dtw_ssid_std']:.3f} "
-            f"(cut GT {result['dtw_ssid_cut_mean']:.3f}; worst video {result['worst_video']:.3f}) in "
-            f"{result['seconds']:.1f} s")
-        if res.frames is not None:
-            shown[method] = res.frames[0, :1]  # trial 0, video 0
-    if shown:
-        save_figures(f"{ds}{suffix}_{profile}", shown, dm, args.out / "figures")
+    models, shown = {}, {}
+    for profile, method, ckpt, i, key, path in todo:
+        kind = ex.checkpoint_kind(method)
+        if ckpt is not None and ckpt["path"] not in models:
+            models[ckpt["path"]] = ex.load_models(**{kind: ckpt["path"]}, device=device)
+        figure = not args.no_figures and i == 0 and kind is not None
+        ex.log(f"{ds}/{profile}/{method.name}: {videos.shape[0]} videos x {args.trials} trials"
+               + (f", checkpoint {ckpt['sha256']}" if ckpt else ""))
+        method.check_frame(videos[0, 0].numel())
+        res = evaluate(models[ckpt["path"]] if ckpt else ex.load_models(), videos, method, args.trials, args.seed,
+                       keep_frames=figure)
+        cell = row(method, res, profile=profile, **context, checkpoint=ckpt, key=key, commit=ex.commit(),
+                   machine=ex.machine(), date=ex.today())
+        ex.write_json_atomic(path, cell)
+        cells.append(ex.read_json(path))
+        ex.log(f"{ds}/{profile}/{method.name}: whole {cell['whole_mean']:.3f}, cut {cell['cut_mean']:.3f}, "
+               f"diverged {cell['diverged']:.0%} in {cell['seconds']:.1f} s")
+        if figure and res.frames is not None:
+            shown.setdefault(profile, {})[method.name] = res.frames[0, :1]  # trial 0, video 0
+    for profile, frames in shown.items():
+        suffix = f"_clip{args.clip_length}" if args.clip_length else ""
+        save_figures(f"{ds}{suffix}_{profile}", frames, dm, args.out / "figures")
+    return cells
 
 
+# ------------------------------------------------------------------------------------------- the table
+def table_rows(cells: Sequence[Mapping]) -> list[dict]:
+    """One table row per (dataset, videos, clip length, profile, method): `combine` over its checkpoints."""
+    groups: dict[tuple, list] = {}
+    for c in cells:
+        groups.setdefault(tuple(c.get(k) for k in ROW), []).append(c)
+    out = []
+    for key, group in groups.items():
+        first = group[0]
+        shas = [(c.get("checkpoint") or {}).get("sha256") for c in group]
+        seeds = [(c.get("checkpoint") or {}).get("training_seed") for c in group]
+        out.append(dict(zip(ROW, key), label=first["label"], step=first["step"], settings=first["settings"],
+                        **combine(group), trials=first["trials"], seed=first["seed"],
+                        paper=PAPER.get((key[0], key[4])) if key[1] == "config" else None,
+                        checkpoint_sha256=" ".join(s for s in shas if s), training_seeds=" ".join(
+                            str(s) for s in seeds if s is not None),
+                        commits=" ".join(sorted({c["commit"] for c in group})),
+                        machines="; ".join(sorted({c["machine"] for c in group})),
+                        date=max(c["date"] for c in group)))
+    return out
+
+
+def _order(r: Mapping) -> tuple:
+    from extrapolation import METHODS
+
+    names = list(DATASET_NAMES)
+    methods = list(METHODS)
+    profile = str(r.get("profile"))
+    return (names.index(r["dataset"]) if r["dataset"] in names else len(names), str(r.get("clip_length") or ""),
+            r.get("videos") != "config", str(r.get("videos")),
+            methods.index(r["method"]) if r["method"] in methods else len(methods),
+            {"paper": 0, "selected": 1}.get(profile, 2), profile)
+
+
+def merge_table(path: Path, rows: Sequence[Mapping]) -> list[dict]:
+    """The rows of the table at `path` (CSV) that `rows` do not replace, then `rows`, in table order; a table of the
+    older schema is replaced whole (one line says so)."""
+    old = ex.read_csv(path) if path.exists() else []
+    if old and "checkpoint_sha256" not in old[0]:
+        ex.log(f"{path}: a table of the older schema (no checkpoints named); replaced")
+        old = []
+    new = {tuple(str(r.get(k) or "") for k in ROW) for r in map(flat, rows)}
+    kept = [r for r in old if tuple(r.get(k) or "" for k in ROW) not in new]
+    return sorted(kept + [flat(r) for r in rows], key=_order)
+
+
+def _number(r: Mapping, key: str) -> str:
+    """mean ± std over checkpoints (std left out for one), then (the std over trials); "—" alone for NaN."""
+    mean, std, trial = (value(r, f"{key}_{k}") for k in ("mean", "std", "trial_std"))
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}") + (
+        "" if math.isnan(trial) else f" ({trial:.3f})")
+
+
+def table_markdown(rows: Sequence[Mapping]) -> str:
+    md = ["# Table 1, reproduced", "",
+          f"Written {datetime.date.today()} by `python -m scripts.reproduce_table1`; every cell (one per checkpoint) "
+          "is in `results/cells/` with its checkpoint, commit and machine, every row in `results/table1.csv`. "
+          "DTW-SSID, lower is better: the mean ± std over checkpoints (training seeds) of each checkpoint's mean "
+          "over trials (each trial the mean over the videos), then in parentheses the std over trials (mean over "
+          "checkpoints); no ± with one checkpoint. *whole*: against the whole ground-truth video; *cut*: against "
+          "its first `steps + 2` frames; *open-end*: against the best-matching prefix. *speed*: the median speed "
+          "ratio (rollout pace / video pace). *diverged*: rollouts that diverged, of all († readings average the "
+          "others). Profiles `paper`: appendix A.6; `selected`: chosen on selection videos this table never "
+          "scores (`python -m scripts.grid`); `reference`: not a method of the paper. "
+          "—: every rollout diverged.", ""]
+    for section in dict.fromkeys(tuple(r.get(k) or "" for k in SECTION) for r in rows):
+        ds, videos, clip_length = section
+        mine = [r for r in rows if tuple(r.get(k) or "" for k in SECTION) == section]
+        title = DATASET_NAMES.get(ds, ds) + (f", {clip_length}-frame clips" if clip_length else "") + (
+            f", videos {videos}" if videos and videos != "config" and not clip_length else "")
+        md += [f"## {title}", "", "| method | profile | step | whole | cut | open-end | speed | diverged | paper | "
+               "checkpoints | settings |", "|---" * 11 + "|"]
+        for r in mine:
+            shas = [s[:7] for s in str(r.get("checkpoint_sha256") or "").split()]
+            n, bad = int(value(r, "rollouts") or 0), int(value(r, "diverged_rollouts") or 0)
+            speed = value(r, "speed_ratio_median")
+            md.append(" | ".join([
+                f"| {r['label']}", str(r["profile"]), str(r.get("step") or ""),
+                *(_number(r, k) for k in SHOWN), "—" if math.isnan(speed) else f"{round(speed, 2) + 0.0:.2f}",
+                f"{bad}/{n}" + (" †" if bad else ""), "" if math.isnan(value(r, "paper")) else f"{value(r, 'paper'):.3f}",
+                f"{len(shas)}: {', '.join(shas)}" if shas else "none",
+                f"{ex.settings_text(settings_of(r))}, {r['trials']} trials |"]))
+        commits = sorted({c for r in mine for c in str(r.get("commits") or "").split()})
+        md += ["", f"Commits: {', '.join(commits)}.", ""]
+    return "\n".join(md)
+
+
+def write_tables(out: Path, rows: Sequence[Mapping]) -> None:
+    """`out/table1.csv` (these rows merged into the table there) and `out/table1.md`."""
+    merged = merge_table(out / "table1.csv", rows)
+    ex.write_csv_atomic(out / "table1.csv", merged, list(ROW) + ["label", "step", "settings"])
+    ex.write_text_atomic(out / "table1.md", table_markdown(merged) + "\n")
+    ex.log(f"wrote {out / 'table1.csv'} and {out / 'table1.md'}")
+
+
+# ------------------------------------------------------------------------------------------- figures
 def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
     """Fig. 2 strip of video 0 (rows: ground truth, then each method in `shown` {method: (1, T, C, H, W)}),
     its Fig. 4 alignment heat map, Fig. 3 manifold plot (MNIST) and side-by-side rollout GIF."""
@@ -247,11 +348,11 @@ def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
     tiles = []
     for name, frames in rows.items():
         idx = columns.clamp(max=frames.shape[0] - 1)
-        row = frames[idx]
-        if row.shape[1] == 1:
-            row = row.expand(-1, 3, -1, -1)
-        pad = torch.full((len(idx), 3, row.shape[2], 2), media.SEPARATOR)
-        tiles.append(torch.cat([torch.cat([f, p], -1) for f, p in zip(row, pad)], -1))  # (3, H, W')
+        strip_row = frames[idx]
+        if strip_row.shape[1] == 1:
+            strip_row = strip_row.expand(-1, 3, -1, -1)
+        pad = torch.full((len(idx), 3, strip_row.shape[2], 2), media.SEPARATOR)
+        tiles.append(torch.cat([torch.cat([f, p], -1) for f, p in zip(strip_row, pad)], -1))  # (3, H, W')
         tiles.append(torch.full((3, 2, tiles[-1].shape[-1]), media.SEPARATOR))
     strip = torch.cat(tiles[:-1], 1)
     scale = media.auto_scale(gt.shape[-2], 60)
@@ -269,169 +370,65 @@ def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
                 shutil.copy(Path(tmp) / src, out / dst)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["trans", "rot", "weizmann"], choices=list(DATASET_NAMES))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--profiles", nargs="+", default=["paper", "selected"], choices=["paper", "selected"],
-                        help="settings profiles of the datasets' settings files (paper: appendix A.6)")
-    parser.add_argument("--ckpt", action="append", default=[], metavar="EXPERIMENT=PATH",
-                        help="use this checkpoint for an experiment (rot, vae_rot, ...) instead of training it")
-    parser.add_argument("--indices", default=None, help="score other MNIST digits, e.g. 10..19 (the selection videos)")
-    parser.add_argument("--data-dir", default=None, help="data folder for the scored videos (MNIST IDX files for "
-                        "--indices >= 10)")
-    parser.add_argument("--clip-length", type=int, default=None, help="Weizmann: score clips of this many frames "
-                        "(e.g. 16), every frame after the two given generated; cells and table kept apart")
-    parser.add_argument("--configs", type=Path, default=ROOT / "configs")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--csv-only", action="store_true", help="train with a CSVLogger instead of the configs' loggers")
-    parser.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoints")
-    parser.add_argument("--no-figures", action="store_true")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="extra args after -- go to train.py fit")
-    args = parser.parse_args(argv)
+# ------------------------------------------------------------------------------------------- main
+def parser() -> ex.ArgumentParser:
+    p = ex.ArgumentParser(prog="python -m scripts.reproduce_table1", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=list(DATASET_NAMES), choices=list(DATASET_NAMES))
+    p.add_argument("--methods", nargs="+", default=None, help="registered methods (default: every method of each "
+                   "profile)")
+    p.add_argument("--profiles", nargs="+", default=None, help="profiles of the settings files (default: all)")
+    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt", action="append", default=[], metavar="EXPERIMENT=PATH",
+                   help="a checkpoint (file or run folder) of an experiment (rot, vae_rot, ...), instead of training "
+                        "it; repeat for training-seed replicates")
+    p.add_argument("--indices", default=None, help="score other MNIST digits, e.g. 10..19")
+    p.add_argument("--data-dir", default=None, help="data folder of the scored videos (MNIST IDX files for "
+                   "--indices >= 10; Weizmann)")
+    p.add_argument("--clip-length", type=int, default=None, help="Weizmann: score clips of this many frames "
+                   "(e.g. 16), every frame after the two given generated; a table section of their own")
+    p.add_argument("--configs", type=Path, default=ex.CONFIGS)
+    p.add_argument("--out", type=Path, default=Path("results"), help="relative to the working directory")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--csv-only", action="store_true", help="train with a CSVLogger instead of the configs' loggers")
+    p.add_argument("--no-train", action="store_true", help="only evaluate existing checkpoints")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="extra args after -- go to train.py fit")
+    return p
+
+
+@ex.script
+def main(argv: Sequence[str] | None = None) -> int:
+    from extrapolation import METHODS
+
+    args = parser().parse_args(argv)
     args.train_args = [a for a in args.train_args if a != "--"]
+    if args.trials < 1:
+        raise InputError(f"--trials must be at least 1, got {args.trials}")
     if args.clip_length is not None and (set(args.datasets) != {"weizmann"} or args.clip_length < 3):
-        parser.error(f"--clip-length needs --datasets weizmann and at least 3 frames, got {args.clip_length} "
-                     f"with {args.datasets}")
-    args.out = args.out.resolve()
-    os.chdir(ROOT)  # the configs' paths (runs/, data folders) are relative to the repo root
-
-    (args.out / "cells").mkdir(parents=True, exist_ok=True)
-    given = dict(spec.split("=", 1) for spec in args.ckpt)
+        raise InputError(f"--clip-length needs --datasets weizmann and at least 3 frames, got {args.clip_length} "
+                         f"with {' '.join(args.datasets)}")
+    unknown = [m for m in args.methods or [] if m not in METHODS]
+    if unknown:
+        raise InputError(f"--methods: unknown {unknown}; registered methods: {sorted(METHODS)}")
+    given: dict[str, list[str]] = {}
+    for experiment, path in ex.parse_assignments(args.ckpt):
+        given.setdefault(experiment, []).append(path)
+    kinds = {pattern.format(dataset=ds): kind for ds in args.datasets for kind, pattern in ex.EXPERIMENTS.items()}
+    for experiment, paths in given.items():  # every file checked before anything runs
+        ex.config_path(args.configs / f"{experiment}.yaml")
+        for path in paths:
+            ex.checkpoint_provenance(path, kinds.get(experiment))
+    legacy = legacy_cells(args.out / "cells")
+    if legacy:
+        ex.log(f"{args.out / 'cells'}: {len(legacy)} cells of the older schema (no key: other checkpoints) ignored")
+    cells = []
     for ds in args.datasets:
-        ckpts = {}
-        for experiment in (ds, f"vae_{ds}"):
-            if experiment.startswith("vae_") and "latent" not in args.methods:
-                continue
-            config = args.configs / f"{experiment}.yaml"
-            if experiment in given:
-                ckpts[experiment] = Path(given[experiment])
-            elif not args.no_train:
-                ckpts[experiment] = train(config, experiment, args)
-            elif last_checkpoint(config).exists():
-                ckpts[experiment] = last_checkpoint(config)
-        evaluate_cells(ds, args, ckpts)
-        static_reference(ds, args)
-    write_tables(args)
-
-
-def static_reference(ds: str, args) -> None:
-    """Cell of a rollout that does not move: the second given frame repeated for the settings' steps. Not a method
-    of the paper: it shows how much of a score motion accounts for (on nearly static clips, most of it is the
-    detail each denoising step loses). Needs no model; scored like every rollout (`extrapolation.evaluate`'s
-    `dtw_readings`)."""
-    import torch
-
-    from extrapolation import load_settings
-    from extrapolation.evaluate import dtw_readings
-
-    config = args.configs / f"{ds}.yaml"
-    clip_length, suffix = clip_variant(args)
-    steps = clip_length - 2 if clip_length else load_settings(settings_file(config), "paper")["tangent"].steps
-    cell = args.out / "cells" / f"{ds}_static{suffix}.json"
-    selection = scored_videos(args)
-    if cell.exists() and json.loads(cell.read_text()).get("settings") == dict(steps=steps) and \
-            json.loads(cell.read_text()).get("data_args", []) == selection:
-        return
-    videos = load_datamodule(config, selection).videos.float()
-    t0 = time.time()
-    frames = torch.cat([videos[:, :2], videos[:, 1:2].expand(-1, steps, -1, -1, -1)], 1)
-    scores = torch.tensor([[r["whole"], r["cut"]] for r in map(dtw_readings, frames, videos)],
-                          dtype=torch.float64)  # (V, 2)
-    result = dict(dataset=ds, method="static", profile="reference", trials=1, seconds=time.time() - t0,
-                  **summary(scores[None, :, 0], scores[None, :, 1]), settings=dict(steps=steps), data_args=selection,
-                  train_args=[], commit=git_commit(), machine=machine())
-    if clip_length:
-        result["clip_length"] = clip_length
-    cell.write_text(to_json(result))
-    log(f"{ds}/static: DTW-SSID {result['dtw_ssid_mean']:.3f} (cut GT {result['dtw_ssid_cut_mean']:.3f})")
-
-
-def to_json(result: dict) -> str:
-    """Strict JSON: a failed rollout's NaN becomes null."""
-    def clean(v):
-        if isinstance(v, float) and v != v:
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(result), indent=1, allow_nan=False)
-
-
-def git_commit() -> str:
-    if os.environ.get("GIT_COMMIT"):  # set by whoever copied the tree (a rented machine's copy may carry a stale .git)
-        return os.environ["GIT_COMMIT"]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        if not sha:  # a copy of the tree without .git
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+uncommitted" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
-def machine() -> str:
-    import torch
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    model = platform.machine()
-    try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
-
-
-def write_tables(args) -> None:
-    """results/table1.csv (every cell) and results/table1.md (one section per dataset, paper values beside)."""
-    cells = [json.loads(p.read_text()) for p in sorted((args.out / "cells").glob("*.json"))]
-    for c in cells:  # cells from before the settings files (commit named in the cell)
-        c.setdefault("profile", "reference" if c["method"] == "static" else f"legacy ({c.get('commit', '?')})")
-        c.setdefault("step", "eigen-projection (block)" if c["method"] == "tangent" else "")
-    rank = {"paper": 0, "selected": 1, "reference": 3}
-    cells.sort(key=lambda c: (list(DATASET_NAMES).index(c["dataset"]), c.get("clip_length") or 0,
-                              ROWS.index(c["method"]), rank.get(c["profile"], 2)))
-    columns = ["dataset", "method", "profile", "step", "dtw_ssid_mean", "dtw_ssid_std", "dtw_ssid_cut_mean",
-               "dtw_ssid_cut_std", "median_video", "worst_video", "trials", "seconds", "paper", "settings", "commit",
-               "machine", "clip_length"]
-    with open(args.out / "table1.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for c in cells:
-            c["paper"] = "" if c.get("clip_length") else PAPER.get((c["dataset"], c["method"]), "")
-            w.writerow([round(c[k], 4) if isinstance(c.get(k), float) else
-                        json.dumps(c[k]) if k == "settings" else c.get(k, "") for k in columns])
-    num = (lambda c, k: "—" if c.get(k) is None else f"{c[k]:.3f}")
-    md = ["# Table 1, reproduced", "",
-          f"Written {datetime.date.today()} by `python scripts/reproduce_table1.py`; every cell in `results/cells/` "
-          "names its commit, machine and checkpoint. DTW-SSID, lower is better: mean ± std over trials (each trial "
-          "the mean over the dataset's videos), then the median and worst video (whole reading, mean over trials). "
-          "*whole*: against the whole ground-truth video; *cut*: against its first `steps + 2` frames (the paper "
-          "does not say which it used). Settings `paper`: appendix A.6; `selected`: chosen on selection videos "
-          "that this table never scores (`scripts/select_settings.py`, `results/selection_<dataset>.csv`); "
-          "`legacy (commit)`: a cell from before the selection protocol, settings chosen on the scored videos.", ""]
-    for ds, clip_length in dict.fromkeys((c["dataset"], c.get("clip_length")) for c in cells):
-        rows = [c for c in cells if (c["dataset"], c.get("clip_length")) == (ds, clip_length)]
-        name = DATASET_NAMES[ds] + (f", {clip_length}-frame clips" if clip_length else "")
-        md += [f"## {name}", "", "| method | settings | step | whole | cut | median | worst | paper | settings used |",
-               "|---|---|---|---|---|---|---|---|---|"]
-        for c in rows:
-            used = ", ".join(f"{k} {round(v * 255, 2)}/255" if k == "sigma" else f"{k} {v}"
-                             for k, v in c["settings"].items() if k not in ("method", "solver"))
-            md.append(f"| {METHOD_NAMES[c['method']]} | {c['profile']} | {c['step']} | "
-                      f"{num(c, 'dtw_ssid_mean')} ± {num(c, 'dtw_ssid_std')} | "
-                      f"{num(c, 'dtw_ssid_cut_mean')} ± {num(c, 'dtw_ssid_cut_std')} | {num(c, 'median_video')} | "
-                      f"{num(c, 'worst_video')} | {num(c, 'paper') if c['paper'] != '' else ''} | {used}, {c['trials']} trials |")
-        md.append("")
-    (args.out / "table1.md").write_text("\n".join(md) + "\n")
-    log(f"wrote {args.out / 'table1.csv'} and {args.out / 'table1.md'}")
+        cells += evaluate_dataset(ds, args, given)
+    write_tables(args.out, table_rows(cells))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,3 +28,43 @@ def strips(tmp_path):
             strip = np.concatenate(frames, axis=1).astype(np.uint8)
             Image.fromarray(strip, "RGB").save(root / action / f"{i:08d}.png")
     return root
+
+
+def save_module(module, path) -> None:
+    """Write a Lightning checkpoint of `module` (untrained) without a training run."""
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+
+
+def tiny_denoiser(seed: int, in_channels: int = 1):
+    """A tiny untrained `DenoiserModule`, weights scaled near zero: long rollouts of it stay finite."""
+    from lightning_modules import DenoiserModule
+    from networks import UNet
+
+    torch.manual_seed(seed)
+    module = DenoiserModule(UNet(in_channels=in_channels, widths=(4, 8), mid_width=8))
+    with torch.no_grad():
+        for param in module.network.parameters():
+            param.mul_(0.1)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict:
+    """Untrained tiny checkpoints for the scripts: three denoisers of different seeds (`rot0`..`rot2`, training-seed
+    replicates) and a VAE (`vae`), 20x20 single-channel frames as in tests/configs/rot.yaml."""
+    from lightning_modules import VAEModule
+    from networks import VAE
+
+    d = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for seed in range(3):
+        out[f"rot{seed}"] = d / f"rot{seed}.ckpt"
+        save_module(tiny_denoiser(seed), out[f"rot{seed}"])
+    torch.manual_seed(0)
+    out["vae"] = d / "vae.ckpt"
+    save_module(VAEModule(VAE(in_channels=1, image_size=20, latent_dim=8, widths=[4, 4, 8, 8, 8])), out["vae"])
+    return out

@@ -1,249 +1,442 @@
-"""scripts/: the sweep (grid, CSV, solver specs, re-plotting) and Table 1 (cells through `extrapolation.evaluate`,
-the writer: paper numbers, machines, gaps), on tiny checkpoints."""
-import csv
+"""The experiment library (`experiments`), the grid engine (`extrapolation.grid`) and the thin scripts on top of them
+(`scripts.grid`, `scripts.reproduce_table1`, `benchmarks.bench_training`), on tiny checkpoints and configs."""
+import dataclasses
 import json
-from types import SimpleNamespace
+import math
+import shutil
+import statistics
+from typing import ClassVar
 
 import pytest
 import torch
 
-from datamodules import parse_indices
+import experiments as ex
+from errors import InputError
+from extrapolation import METHODS, Method, Models, evaluate, load_settings, register
+from extrapolation.grid import combine, flat, row, run_grid, select
+from extrapolation.rollouts import RolloutInfo
+from scripts import grid, reproduce_table1 as table
 
-from scripts import reproduce_table1, select_settings, sweep
-
-ROOT = reproduce_table1.ROOT
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> dict:
-    """Untrained tiny denoiser and VAE checkpoints (the tests/configs networks): rollouts cost little."""
-    import lightning.pytorch as pl
-
-    from lightning_modules import DenoiserModule, VAEModule
-    from networks import VAE, UNet
-
-    d = tmp_path_factory.mktemp("ckpts")
-    torch.manual_seed(0)
-    modules = {"rot": DenoiserModule(UNet(in_channels=1, widths=[4, 8, 16], mid_width=16)),
-               "vae_rot": VAEModule(VAE(in_channels=1, image_size=20, latent_dim=8, widths=[4, 4, 8, 8, 8]))}
-    with torch.no_grad():  # near the identity: 53-step rollouts of an untrained net stay finite
-        for param in modules["rot"].network.parameters():
-            param.mul_(0.1)
-    for name, module in modules.items():
-        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
-        trainer.strategy.connect(module)
-        trainer.save_checkpoint(d / f"{name}.ckpt")
-    return {name: d / f"{name}.ckpt" for name in modules}
+TESTS = ex.ROOT / "tests" / "configs"
+ROT = TESTS / "rot.yaml"
 
 
-def test_index_list_and_data_args():
-    assert parse_indices("10..12") == parse_indices("10-12") == [10, 11, 12]
-    assert parse_indices("0,3,5..6") == [0, 3, 5, 6]
-    assert reproduce_table1.data_args("10..11", "mnist") == ["--data.init_args.indices=[10,11]",
-                                                             "--data.init_args.data_dir=mnist"]
-    assert reproduce_table1.settings_file(ROOT / "tests" / "configs" / "rot.yaml") == \
-        ROOT / "configs" / "extrapolation" / "rot.yaml"
+# ------------------------------------------------------------------------------------------- the selection rule
+def cell(method="m", cut=0.5, whole=0.5, diverged=0.0, **kw):
+    return dict(method=method, cut_mean=cut, whole_mean=whole, open_end_mean=0.1, diverged=diverged, **kw)
 
 
-def test_sweep_grid_csv_and_numbers(ckpts, tmp_path, monkeypatch, capsys):
-    from extrapolation import MethodSettings, Models, evaluate
-    from lightning_modules import DenoiserModule
-
-    monkeypatch.chdir(tmp_path)  # the sweep moves to the repo root; come back afterwards
-    sweep.main(["--dataset", "rot", "--configs", str(ROOT / "tests" / "configs"), "--ckpt", str(ckpts["rot"]),
-                "--vae-ckpt", str(ckpts["vae_rot"]), "--indices", "0..1", "--methods", "tangent", "linear", "latent",
-                "--steps", "3", "--sigmas", "10", "25", "--etas", "0.5", "--ks", "1", "2",
-                "--solvers", "", "method=block,max_iters=2", "--vae-etas", "0.5", "--reencode", "true", "false",
-                "--trials", "2", "--out", str(tmp_path), "--name", "selection_rot"])
-    with open(tmp_path / "selection_rot.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == sweep.COLUMNS
-    # tangent: 2 sigmas x (the file's A^2 v step, which has no k, + block at k 1 and 2); linear: 2; latent: 2
-    assert [r["method"] for r in rows] == ["tangent"] * 6 + ["linear"] * 2 + ["latent"] * 2
-    assert {r["step"] for r in rows[:6]} == {"A^2 v (fd)", "eigen-projection (block)"}
-    assert [r["k"] for r in rows[:3]] == ["", "1", "2"] and [r["reencode"] for r in rows[8:]] == ["True", "False"]
-    assert all(r["trials"] == "2" and r["steps"] == "3" and r["profile"] == "selected" for r in rows)
-    assert float(rows[6]["whole_std"]) > 0 and float(rows[8]["whole_std"]) == 0  # linear draws noise, latent none
-    assert all(float(r["median_video"]) <= float(r["worst_video"]) for r in rows)
-    assert "best tangent:" in capsys.readouterr().out and (tmp_path / "selection_rot.png").stat().st_size > 1000
-    # a row is the number `extrapolation.evaluate` gives
-    dm = reproduce_table1.load_datamodule(ROOT / "tests" / "configs" / "rot.yaml")
-    denoise = DenoiserModule.load_from_checkpoint(ckpts["rot"]).eval().denoise
-    res = evaluate(Models(denoise=denoise), dm.videos, MethodSettings("linear", steps=3, eta=0.5, sigma=10 / 255), 2)
-    assert float(rows[6]["whole_mean"]) == pytest.approx(res.whole.mean().item(), abs=1e-9)
+def test_select_lowest_criterion_diverged_after_clean_nan_never():
+    rows = [cell(cut=0.30, whole=0.1, id=0), cell(cut=0.20, whole=0.9, id=1), cell(cut=0.05, diverged=0.1, id=2),
+            cell(cut=math.nan, id=3), cell(cut=0.25, id=4)]
+    assert select(rows)["id"] == 1  # lowest cut among cells where nothing diverged
+    assert select(rows, "whole")["id"] == 0  # the older protocol's reading
+    assert select([rows[2], rows[3]])["id"] == 2  # a partly diverged cell before a NaN one
+    # rows read back from a CSV hold text; empty means NaN
+    text = [{k: str(v) for k, v in r.items()} for r in rows[:2]] + [dict(method="m", cut_mean="", diverged="0")]
+    assert select(text)["id"] == "1"
+    with pytest.raises(ValueError, match="every cell of toy_blowup has a NaN cut reading.*nothing to select"):
+        select([cell("toy_blowup", cut=math.nan, diverged=1.0)] * 3)
+    with pytest.raises(ValueError, match="criterion"):
+        select(rows, "bogus")
 
 
-def test_parse_solver_specs():
-    assert sweep.parse_solver("") == {}
-    assert sweep.parse_solver("track_iters=1,oversample=0,tol=5e-2,method=power") == {
-        "track_iters": 1, "oversample": 0, "tol": 0.05, "method": "power"}
-    with pytest.raises(ValueError, match="key=value"):
-        sweep.parse_solver("track_iters")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Gain(Method):
+    """A toy method: the second frame held, multiplied by `gain` at every step (no model); past `limit` the frames
+    overflow and the rollout reports divergence at its first generated frame."""
+
+    name: ClassVar[str] = "toy_gain"
+    label: ClassVar[str] = "Toy gain"
+    overrides: ClassVar[dict] = {"steps": "steps", "eta": "gain"}
+    gain: float = 1.0
+    limit: float = 1.5
+
+    def rollout(self, models, first, generators):
+        powers = self.gain ** torch.arange(1, self.steps + 1, dtype=first.dtype, device=first.device)
+        frames = torch.cat([first, first[:, 1:2] * powers.view(1, -1, 1, 1, 1)], 1)
+        blown = self.gain > self.limit
+        if blown:
+            frames[:, 2:] = math.inf
+        return frames, RolloutInfo(torch.full((first.shape[0],), 2 if blown else -1))
+
+    def grid(self, paper):
+        return [self.with_overrides(gain=g) for g in (0.9, 1.0, 2.0)]
 
 
-def test_replot_reads_the_csv_and_names_a_missing_one(tmp_path):
-    rows = [dict(method="tangent", sigma_255=s, eta=1.0, k=4, solver="", steps=3, trials=1,
-                 whole_mean=0.1 * s, cut_mean=0.05 * s, seconds=1.0, device="cpu") for s in (10, 25)]
-    rows.append(dict(rows[0], method="linear", k=""))
-    rows.append(dict(rows[0], method="latent", sigma_255="", k=""))  # no sigma: not on the plot
-    with open(tmp_path / "sweep_rot_x.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    sweep.main(["--dataset", "rot", "--tag", "x", "--out", str(tmp_path), "--replot"])
-    assert (tmp_path / "sweep_rot_x.png").stat().st_size > 1000
-    with pytest.raises(SystemExit, match="sweep_rot_y.csv does not exist"):
-        sweep.main(["--dataset", "rot", "--tag", "y", "--out", str(tmp_path), "--replot"])
+@pytest.fixture
+def toy_method():
+    """`Gain` in the method registry for one test."""
+    yield register(Gain)
+    METHODS.pop(Gain.name)
 
 
-def test_table_writer(tmp_path):
-    (tmp_path / "cells").mkdir()
-    def cell(ds, method, mean, machine):
-        return dict(dataset=ds, method=method, dtw_ssid_mean=mean, dtw_ssid_std=0.01, trials=5, seconds=2.0,
-                    dtw_ssid_cut_mean=mean / 2, dtw_ssid_cut_std=0.0, settings={"steps": 3}, train_args=[],
-                    commit="abc1234", machine=machine)
-    for c in (cell("rot", "tangent", 0.3, "cpu X"), cell("rot", "linear", 0.7, "cpu X"),
-              cell("weizmann", "latent", 0.2, "NVIDIA H200"), cell("rot", "static", 0.8, "cpu X")):
-        (tmp_path / "cells" / f"{c['dataset']}_{c['method']}.json").write_text(json.dumps(c))
-    sel = dict(cell("rot", "tangent", 0.25, "cpu X"), profile="selected", step="A^2 v (fd)", median_video=0.2,
-               worst_video=0.6, settings={"steps": 3, "eta": 0.75, "sigma": 0.1})
-    (tmp_path / "cells" / "rot_tangent_selected.json").write_text(json.dumps(sel))
-    reproduce_table1.write_tables(type("Args", (), {"out": tmp_path})())
-    lines = (tmp_path / "table1.csv").read_text().splitlines()
-    assert lines[0].split(",")[:6] == ["dataset", "method", "profile", "step", "dtw_ssid_mean", "dtw_ssid_std"]
-    assert [line.split(",")[:3] for line in lines[1:]] == [
-        ["rot", "linear", "legacy (abc1234)"], ["rot", "tangent", "selected"], ["rot", "tangent", "legacy (abc1234)"],
-        ["rot", "static", "reference"], ["weizmann", "latent", "legacy (abc1234)"]]
-    md = (tmp_path / "table1.md").read_text()
-    assert "## Rotated MNIST" in md and "## Weizmann Action" in md and "## Translated" not in md
-    # ours, median and worst video, then the paper's value beside it
-    assert "| Ours: tangent (Alg. 1) | selected | A^2 v (fd) | 0.250 ± 0.010 | 0.125 ± 0.000 | 0.200 | 0.600 | 0.273 |" \
-        in md and "eta 0.75, sigma 25.5/255, 5 trials |" in md
-    assert "| Reference, not in the paper: frame 2 repeated | reference |" in md
+def test_a_registered_toy_method_runs_through_run_grid_and_select(toy_method):
+    """One row schema for every cell; `on_row` after each; the diverged cell (gain 2) is never selected."""
+    from datamodules import RotatedMNISTDataModule
+
+    dm = RotatedMNISTDataModule(indices=[0, 1], num_frames=12, num_val_frames=4)
+    dm.setup("test")
+    seen = []
+    points = Gain(steps=6).grid(Gain(steps=6))
+    rows = run_grid(points, Models(), dm.videos, trials=2, seed=0, on_row=seen.append, dataset="rot", videos="0,1")
+    assert seen == rows and [r["settings"]["gain"] for r in rows] == [0.9, 1.0, 2.0]
+    r = rows[0]
+    assert r["method"] == "toy_gain" and r["label"] == "Toy gain" and r["step"] == ""
+    assert {"whole_mean", "whole_std", "cut_mean", "open_end_mean", "coverage_mean", "speed_ratio_median", "stalled",
+            "diverged", "median_video", "worst_video", "per_video", "per_video_cut", "trials", "seed", "seconds",
+            "applications", "rollouts", "diverged_rollouts"} <= set(r)
+    assert r["dataset"] == "rot" and r["videos"] == "0,1" and r["trials"] == 2 and r["rollouts"] == 4
+    assert rows[2]["diverged"] == 1.0 and math.isnan(rows[2]["cut_mean"]) and rows[2]["diverged_rollouts"] == 4
+    best = select(rows, "cut")
+    assert best is min(rows[:2], key=lambda x: x["cut_mean"])
+    # the row is the summary of `evaluate`
+    direct = evaluate(Models(), dm.videos, points[1], 2, 0).summary()
+    assert rows[1]["whole_mean"] == pytest.approx(direct["whole_mean"]) and rows[1]["per_video"] == direct["per_video"]
+    assert json.loads(flat(rows[0])["settings"]) == rows[0]["settings"]
 
 
-def test_static_reference_cell(tmp_path):
-    """Frame 2 repeated: frames 0 and 1 match exactly, so a 3-frame video scores (0 + 0 + ssid(f1, f2)) / 3."""
-    import torch
-    from extrapolation.dtw import ssid_matrix
-
-    (tmp_path / "cells").mkdir()
-    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", indices=None, data_dir=None,
-                           clip_length=None)
-    reproduce_table1.static_reference("rot", args)
-    c = json.loads((tmp_path / "cells" / "rot_static.json").read_text())
-    assert c["method"] == "static" and c["trials"] == 1 and c["settings"]["steps"] >= 1
-    assert 0 < c["dtw_ssid_mean"] < 1 and len(c["per_video"]) >= 1
-    v = reproduce_table1.load_datamodule(ROOT / "tests" / "configs" / "rot.yaml").videos.float()[0]
-    # steps >= 1 repeats of frame 1: DTW aligns frame 2 of the truth to a copy of frame 1, later truth frames likewise
-    expected = torch.stack([ssid_matrix(v[1:2], v[i : i + 1])[0, 0] for i in range(2, v.shape[0])]).sum() / v.shape[0]
-    assert abs(c["per_video"][0] - expected.item()) < 1e-5
+def test_combine_over_checkpoints():
+    rows = [dict(whole_mean=m, whole_std=s, cut_mean=m / 2, cut_std=0.0, diverged=d, rollouts=10, diverged_rollouts=k)
+            for m, s, d, k in ((0.2, 0.01, 0.0, 0), (0.3, 0.03, 0.1, 1), (0.4, 0.02, 0.0, 0))]
+    c = combine(rows, readings=("whole", "cut"))
+    assert c["checkpoints"] == 3 and c["whole_mean"] == pytest.approx(0.3)
+    assert c["whole_std"] == pytest.approx(statistics.stdev([0.2, 0.3, 0.4]))
+    assert c["whole_trial_std"] == pytest.approx(0.02) and c["rollouts"] == 30 and c["diverged_rollouts"] == 1
+    one = combine(rows[:1] + [dict(whole_mean=math.nan, whole_std=math.nan)], readings=("whole",))
+    assert one["whole_mean"] == pytest.approx(0.2) and math.isnan(one["whole_std"])  # NaN rows left out
 
 
-def test_table_cells_through_evaluate(ckpts, tmp_path):
-    """Cells of each method at a profile's settings, cached while profile, settings and trials match; figures."""
-    args = SimpleNamespace(out=tmp_path, configs=ROOT / "tests" / "configs", profiles=["selected"], indices=None,
-                           data_dir=None, clip_length=None, methods=["linear", "tangent", "latent"], trials=2,
-                           no_figures=False,
-                           accelerator="cpu", train_args=[])
-    (tmp_path / "cells").mkdir()
-    reproduce_table1.evaluate_cells("rot", args, ckpts)
-    cells = {m: json.loads((tmp_path / "cells" / f"rot_{m}_selected.json").read_text()) for m in args.methods}
-    from extrapolation import load_settings
-
-    selected = load_settings(ROOT / "configs" / "extrapolation" / "rot.yaml", "selected")["tangent"]
-    assert cells["tangent"]["step"] == "A^2 v (fd)" and cells["tangent"]["settings"] == selected.as_dict()
-    for c in cells.values():
-        assert c["trials"] == 2 and c["profile"] == "selected" and len(c["per_video"]) == 2
-        assert c["median_video"] <= c["worst_video"] and c["settings_file"] == "configs/extrapolation/rot.yaml"
-    assert cells["linear"]["dtw_ssid_std"] > 0 and cells["latent"]["dtw_ssid_std"] == 0
-    figures = {p.name for p in (tmp_path / "figures").iterdir()}
-    assert {"fig2_rot_selected_linear-tangent-latent_strip.png", "fig4_rot_selected_linear-tangent-latent_alignment.png",
-            "fig3_rot_selected_linear-tangent-latent_manifold.png"} <= figures
-    stamp = (tmp_path / "cells" / "rot_tangent_selected.json").stat().st_mtime_ns
-    reproduce_table1.evaluate_cells("rot", args, ckpts)  # cached: nothing rolled out again
-    assert (tmp_path / "cells" / "rot_tangent_selected.json").stat().st_mtime_ns == stamp
-    reproduce_table1.write_tables(args)
-    md = (tmp_path / "table1.md").read_text()
-    assert "| Ours: tangent (Alg. 1) | selected | A^2 v (fd) | " in md and "| 0.273 |" in md
+# ------------------------------------------------------------------------------------------- experiments
+def test_data_overrides_and_settings_file():
+    assert ex.data_overrides("10..11", "mnist") == ["--data.init_args.indices=[10,11]", "--data.init_args.data_dir=mnist"]
+    assert ex.data_overrides(clip_start=5, clip_length=16, num_frames=40) == [
+        "--data.init_args.clip_start=5", "--data.init_args.clip_length=16", "--data.init_args.num_frames=40"]
+    assert ex.data_overrides(step=1.8, config=ROT) == ["--data.init_args.step_deg=1.8"]
+    assert ex.data_overrides(step=0.3, config=TESTS / "trans.yaml") == ["--data.init_args.step_px=0.3"]
+    with pytest.raises(InputError, match="indices 'x1'"):
+        ex.data_overrides("x1")
+    assert ex.settings_file(ROT) == ex.ROOT / "configs" / "extrapolation" / "rot.yaml"
+    assert ex.describe_overrides(ex.data_overrides("2,3")) == "indices=[2,3]" and ex.describe_overrides([]) == "config"
+    dm = ex.load_datamodule(ROT, ex.data_overrides("3,4", num_frames=6, step=36.0, config=ROT))
+    assert dm.videos.shape == (2, 6, 1, 20, 20)
+    assert torch.allclose(dm.videos[:, 5], dm.videos[:, 0].rot90(2, (-2, -1)), atol=1e-4)  # 5 x 36 degrees
 
 
-def test_select_settings_rule_csv_and_write(ckpts, tmp_path):
-    """Every grid cell becomes a CSV row; the winner is the lowest whole-video mean; --write replaces the
-    `selected` profile of the methods run and keeps everything else; --append keeps the other methods' rows."""
-    from extrapolation import load_settings
+def test_checkpoint_provenance_models_and_wrong_class(tiny_checkpoints, tmp_path):
+    run = tmp_path / "runs" / "rot" / "version_3"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_checkpoints["rot0"], run / "checkpoints" / "last.ckpt")
+    (run / "config.yaml").write_text("# lightning.pytorch==2.6.6\nseed_everything: 7\ntrainer: {}\n")
+    p = ex.checkpoint_provenance(run)  # a run folder: its newest checkpoint
+    assert p["path"] == str(run / "checkpoints" / "last.ckpt") and p["training_seed"] == 7 and p["epoch"] == 0
+    assert p["module"] == "lightning_modules.DenoiserModule" and len(p["sha256"]) == 12
+    assert p["sha256"] == ex.checkpoint_provenance(tiny_checkpoints["rot0"])["sha256"]  # the same bytes
+    assert ex.checkpoint_provenance(tiny_checkpoints["rot0"])["training_seed"] is None  # no run folder
+    assert ex.checkpoint_provenance(tiny_checkpoints["vae"])["module"] == "lightning_modules.VAEModule"
+    models = ex.load_models(tiny_checkpoints["rot1"], tiny_checkpoints["vae"])
+    assert models.denoise is not None and models.encode is not None and models.decode is not None
+    for call, match in ((lambda: ex.load_models(denoiser=tiny_checkpoints["vae"]), "holds a VAEModule, not a "
+                         "DenoiserModule"),
+                        (lambda: ex.load_models(vae=tiny_checkpoints["rot0"]), "holds a DenoiserModule, not a VAEModule"),
+                        (lambda: ex.load_models(denoiser=tmp_path / "missing.ckpt"), "no such checkpoint file"),
+                        (lambda: ex.checkpoint_provenance(tmp_path / "runs"), "no complete checkpoint")):
+        with pytest.raises(InputError, match=match) as err:
+            call()
+        assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="config bogus: no such file"):
+        ex.config_path("bogus")
 
-    original = ROOT / "configs" / "extrapolation" / "rot.yaml"
-    settings, out = tmp_path / "rot.yaml", tmp_path / "selection_rot.csv"
+
+def test_device_commit_and_json_files(tmp_path, monkeypatch):
+    assert ex.device("cpu").type == "cpu" and ex.device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="accelerator 'tpu'"):
+        ex.device("tpu")
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    assert ex.commit() == "abc1234"
+    monkeypatch.delenv("GIT_COMMIT")
+    assert ex.commit() != "abc1234" and ex.machine()
+    path = tmp_path / "sub" / "x.json"
+    ex.write_json_atomic(path, {"a": math.nan, "b": [1.0, math.inf], "c": (1, 2)})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None], "c": [1, 2]}
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    path.write_text('{"a": 1,')
+    with pytest.raises(InputError, match=r"x\.json is not valid JSON"):
+        ex.read_json(path)
+    assert ex.parse_assignments(["rot=a", "rot=b"]) == [("rot", "a"), ("rot", "b")]
+    with pytest.raises(InputError, match="--ckpt rot: expected EXPERIMENT=PATH"):
+        ex.parse_assignments(["rot"])
+
+
+# ------------------------------------------------------------------------------------------- scripts.grid
+def test_grid_selection_write_append_and_paths(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    """Selection writes every cell, prints the winners, replaces only the `selected` entries of the methods run
+    (comments and other profiles kept; the file loads); --append keeps the other methods' rows; outputs are
+    relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    original = ex.ROOT / "configs" / "extrapolation" / "rot.yaml"
+    settings = tmp_path / "rot.yaml"
     settings.write_text(original.read_text())
-    common = ["--dataset", "rot", "--configs", str(ROOT / "tests" / "configs"), "--denoiser", str(ckpts["rot"]),
-              "--vae", str(ckpts["vae_rot"]), "--indices", "0..1", "--trials", "2", "--settings", str(settings),
-              "--out", str(out)]
-    select_settings.main(common + ["--methods", "linear", "latent", "--write"])
-    with open(out, newline="") as f:
-        rows = list(csv.DictReader(f))
-    grid = select_settings.GRIDS
-    assert [r["method"] for r in rows] == (["linear"] * len(grid["sigma"]) * len(grid["eta_scale"])
-                                           + ["latent"] * 2 * len(grid["eta_scale"]))
-    assert {r["videos"] for r in rows} == {"0..1"} and {r["reencode"] for r in rows[-2:]} == {"True", "False"}
-    new, old = load_settings(settings, "selected"), load_settings(original, "selected")
-    best = {m: min((r for r in rows if r["method"] == m), key=lambda r: float(r["whole"])) for m in ("linear", "latent")}
-    assert new["linear"].eta == float(best["linear"]["eta"])
-    assert new["linear"].sigma * 255 == pytest.approx(float(best["linear"]["sigma_255"]))
-    assert new["latent"].eta == float(best["latent"]["eta"]) and str(new["latent"].reencode) == best["latent"]["reencode"]
-    assert new["tangent"] == old["tangent"] and load_settings(settings, "paper") == load_settings(original, "paper")
-    assert settings.read_text().splitlines()[0] == original.read_text().splitlines()[0]  # comments kept
-    md = out.with_suffix(".md").read_text()  # the grids, winners in bold
-    assert md.count("**") == 4 and f"**{float(best['linear']['whole']):.3f} / {float(best['linear']['cut']):.3f}**" in md
-    select_settings.main(common + ["--methods", "latent", "--append"])
-    with open(out, newline="") as f:
-        again = list(csv.DictReader(f))
-    assert [r["method"] for r in again] == [r["method"] for r in rows]
-    assert [r["whole"] for r in again] == [r["whole"] for r in rows]  # same seed, same numbers
+    common = ["--dataset", "rot", "--configs", str(TESTS), "--indices", "2..3", "--trials", "1",
+              "--settings", str(settings)]
+    assert grid.main(common + ["--vae", str(tiny_checkpoints["vae"]), "--methods", "latent", "--write"]) == 0
+    out = tmp_path / "results" / "grid_rot.csv"  # the default, under the working directory
+    rows = ex.read_csv(out)
+    assert [r["method"] for r in rows] == ["latent"] * 14 and {r["videos"] for r in rows} == {"indices=[2,3]"}
+    assert rows[0]["checkpoint_sha256"] == ex.checkpoint_provenance(tiny_checkpoints["vae"])["sha256"]
+    assert rows[0]["commit"] and rows[0]["checkpoint_path"] == str(tiny_checkpoints["vae"])
+    best = select(rows, "cut")
+    new = load_settings(settings, "selected")["latent"]
+    assert new.settings() == {**json.loads(best["settings"]), "steps": new.steps}
+    printed = capsys.readouterr().out
+    assert "latent: selected eta" in printed and "by cut" in printed
+    md = out.with_suffix(".md").read_text()
+    assert md.count("**") == 4 and "re-encode" not in md.splitlines()[0]  # method name and winner in bold
+
+    assert grid.main(common + ["--denoiser", str(tiny_checkpoints["rot0"]), "--methods", "linear", "--sigmas", "10",
+                               "--etas", "0.5", "1.0", "--append", "--write", "--out", "sub/g.csv"]) == 0
+    rows2 = ex.read_csv(tmp_path / "sub" / "g.csv")
+    assert [r["method"] for r in rows2] == ["linear"] * 2  # nothing to keep in a new file
+    assert grid.main(common + ["--denoiser", str(tiny_checkpoints["rot0"]), "--methods", "linear", "--sigmas", "10",
+                               "--etas", "0.5", "--append"]) == 0
+    rows3 = ex.read_csv(out)
+    assert [r["method"] for r in rows3] == ["latent"] * 14 + ["linear"]
+    assert [r["cut_mean"] for r in rows3[:14]] == [r["cut_mean"] for r in rows]  # kept as they were
+    # the file: only the `selected` entries of latent and linear changed
+    before, after = original.read_text().splitlines(), settings.read_text().splitlines()
+    assert len(before) == len(after)
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert [b.split(":")[0] for _, b in changed] == ["  linear", "  latent"]
+    assert after[after.index("selected:") + 1] == before[before.index("selected:") + 1]  # tangent untouched
+    for profile in ("paper", "reference"):
+        assert load_settings(settings, profile) == load_settings(original, profile)
+    assert load_settings(settings, "selected")["linear"].sigma == pytest.approx(10 / 255)
 
 
-def test_select_settings_weizmann_clips_start_after_the_scored_ones(strips):
-    """Weizmann selects on later clips of the same sequences and refuses ones that overlap the scored clips."""
-    tests = ROOT / "tests" / "configs"
-    late = reproduce_table1.load_datamodule(tests / "weizmann.yaml", reproduce_table1.data_args(
-        data_dir=str(strips), clip_start=3))
-    long = reproduce_table1.load_datamodule(tests / "weizmann.yaml", [f"--data.init_args.data_dir={strips}",
-                                                                      "--data.init_args.clip_length=6"])
-    assert late.clip_names == long.clip_names and torch.equal(late.videos, long.videos[:, 3:6])
-    with pytest.raises(SystemExit, match="--clip-start must be >= 3"):
-        select_settings.main(["--dataset", "weizmann", "--configs", str(tests), "--denoiser", "unused.ckpt",
-                              "--data-dir", str(strips), "--clip-start", "2"])
+def test_write_selected_adds_missing_entries_and_block(tmp_path):
+    from extrapolation.methods import Linear
+
+    path = tmp_path / "s.yaml"
+    path.write_text("# top comment\nsteps: 5\npaper:\n  linear: {eta: 1.0, sigma: 25/255}\n")
+    grid.write_selected(path, {"linear": Linear(steps=5, eta=0.5, sigma=10 / 255)})
+    assert path.read_text().startswith("# top comment\nsteps: 5\npaper:\n  linear: {eta: 1.0, sigma: 25/255}\n")
+    assert "selected:\n  linear: {eta: 0.5, sigma: 10/255}\n" in path.read_text()
+    assert load_settings(path, "selected")["linear"] == Linear(steps=5, eta=0.5, sigma=10 / 255)
 
 
-def test_table_weizmann_longer_clips(strips, tmp_path, monkeypatch, capsys):
-    """--clip-length scores longer Weizmann clips, every frame after the two given generated, in cells and a
-    table section of their own (no paper value beside them); it refuses other datasets."""
-    import lightning.pytorch as pl
+@pytest.mark.parametrize("length", [None, 3, 5, 16, 30])
+def test_grid_refuses_selection_clips_that_overlap_scored_ones(length, tiny_checkpoints, capsys):
+    """Scored Weizmann clips: frames 0-2 (the tiny config's 3-frame clips) and 0-15 (--clip-length 16): a
+    selection clip of any length must start at frame 16 or later."""
+    scored = dict(clip_start=0, clip_length=3, data_dir="x")
+    size = length or 3
+    for start in (None, 0, 2, 3, 15, 16 - size + 1 if size < 16 else 1):
+        why = grid.selection_overlap(scored, None, start, length)
+        assert why and f"frames {start or 0}-{(start or 0) + size - 1}" in why and "--clip-start 16" in why
+    assert grid.selection_overlap(scored, None, 16, length) is None
+    code = grid.main(["--dataset", "weizmann", "--configs", str(TESTS), "--denoiser", str(tiny_checkpoints["rot0"]),
+                      "--methods", "linear", "--clip-start", "4", *(["--clip-length", str(length)] if length else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: selection clips of frames 4-")
+    assert "0-2 (3-frame clips), 0-15 (16-frame clips)" in err
 
-    from lightning_modules import DenoiserModule
-    from networks import UNet
 
-    monkeypatch.chdir(tmp_path)  # the script moves to the repo root; come back afterwards
-    torch.manual_seed(0)
-    module = DenoiserModule(UNet(in_channels=3, widths=[4, 8, 16], mid_width=16))
-    with torch.no_grad():
-        for param in module.network.parameters():
-            param.mul_(0.1)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(tmp_path / "weizmann.ckpt")
-    common = ["--configs", str(ROOT / "tests" / "configs"), "--no-train", "--methods", "linear", "--trials", "1",
-              "--data-dir", str(strips), "--out", str(tmp_path / "out"), "--no-figures"]
-    reproduce_table1.main(["--datasets", "weizmann", "--ckpt", f"weizmann={tmp_path / 'weizmann.ckpt'}",
-                           "--profiles", "paper", "--clip-length", "8", *common])
+def test_grid_refuses_scored_digits_and_names_errors(tiny_checkpoints, capsys):
+    assert grid.selection_overlap({"indices": [0, 1]}, "10..19", None, None) is None
+    assert "selection digits [1]" in grid.selection_overlap({"indices": [0, 1]}, "1..3", None, None)
+    common = ["--configs", str(TESTS), "--denoiser", str(tiny_checkpoints["rot0"])]
+    for argv, message in (
+            (["--dataset", "rot", "--methods", "linear"], "selection digits [0, 1] are scored by Table 1"),
+            (["--dataset", "bogus"], "bogus.yaml: no such file"),
+            (["--dataset", "rot", "--indices", "2", "--methods", "bogus"], "--methods: unknown ['bogus']"),
+            (["--dataset", "rot", "--indices", "2", "--methods", "latent"], "method latent needs --vae"),
+            (["--dataset", "rot", "--indices", "2", "--trials", "0"], "--trials must be at least 1"),
+            (["--dataset", "rot", "--indices", "2", "--step", "{bad"], "--step {bad: not JSON")):
+        assert grid.main(common + argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+# ------------------------------------------------------------------------------------------- Table 1
+def run_table(tmp_path, *argv):
+    return table.main(["--datasets", "rot", "--configs", str(TESTS), "--no-train", "--trials", "1",
+                       "--out", str(tmp_path / "out"), *argv])
+
+
+def test_table_cells_keyed_by_checkpoint_and_videos(tiny_checkpoints, tmp_path, capsys):
     cells = tmp_path / "out" / "cells"
-    linear, static = (json.loads((cells / f"weizmann_{m}{'_paper' if m == 'linear' else ''}_clip8.json").read_text())
-                      for m in ("linear", "static"))
-    assert linear["settings"]["steps"] == static["settings"]["steps"] == 6 and linear["clip_length"] == 8
-    assert "--data.init_args.clip_length=8" in linear["data_args"] and len(linear["per_video"]) == 2
+    cells.mkdir(parents=True)
+    (cells / "rot_linear_paper.json").write_text(json.dumps({"dataset": "rot", "method": "linear"}))  # older schema
+    base = ["--methods", "linear", "static", "--profiles", "paper", "reference", "--no-figures"]
+    assert run_table(tmp_path, *base, "--ckpt", f"rot={tiny_checkpoints['rot0']}") == 0
+    assert "1 cells of the older schema (no key: other checkpoints) ignored" in capsys.readouterr().out
+    first = {p.name: p.stat().st_mtime_ns for p in cells.glob("rot_*_????????????????.json")}
+    assert len(first) == 2
+    assert run_table(tmp_path, *base, "--ckpt", f"rot={tiny_checkpoints['rot0']}") == 0  # all cached
+    assert {p.name: p.stat().st_mtime_ns for p in cells.glob("rot_*_????????????????.json")} == first
+    assert capsys.readouterr().out.count("cached in") == 2
+    assert run_table(tmp_path, *base, "--ckpt", f"rot={tiny_checkpoints['rot0']}", "--indices", "2,3") == 0
+    other_videos = set(p.name for p in cells.glob("rot_*_????????????????.json")) - set(first)
+    assert len(other_videos) == 2  # both cells new: the videos differ
+    assert capsys.readouterr().out.count("cached in") == 0
+    assert run_table(tmp_path, *base, "--ckpt", f"rot={tiny_checkpoints['rot1']}") == 0
+    other_ckpt = set(p.name for p in cells.glob("rot_*_????????????????.json")) - set(first) - other_videos
+    assert [n.split("_")[1] for n in other_ckpt] == ["paper"]  # the no-motion row needs no checkpoint: reused
+    c = ex.read_json(cells / other_ckpt.pop())
+    assert c["checkpoint"]["sha256"] == ex.checkpoint_provenance(tiny_checkpoints["rot1"])["sha256"]
+    assert c["key"]["checkpoint"] == c["checkpoint"]["sha256"] and c["videos"] == "config" and c["label"]
+    # the table keeps the rows of other videos beside the config's
+    rows = ex.read_csv(tmp_path / "out" / "table1.csv")
+    assert sorted((r["videos"], r["method"]) for r in rows) == [
+        ("config", "linear"), ("config", "static"), ("indices=[2,3]", "linear"), ("indices=[2,3]", "static")]
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "## Rotated MNIST\n" in md and "## Rotated MNIST, videos indices=[2,3]" in md
+
+
+def test_table_truncated_cell_is_named_and_recomputed(tiny_checkpoints, tmp_path, capsys):
+    base = ["--methods", "static", "--profiles", "reference", "--no-figures"]
+    assert run_table(tmp_path, *base) == 0
+    path = next((tmp_path / "out" / "cells").glob("rot_reference_static_*.json"))
+    good = ex.read_json(path)
+    path.write_text(path.read_text()[:40])
+    capsys.readouterr()
+    assert run_table(tmp_path, *base) == 0
+    assert f"warning: {path} is not valid JSON" in capsys.readouterr().err
+    assert ex.read_json(path)["whole_mean"] == good["whole_mean"]
+
+
+def test_table_nan_shows_a_dash_alone():
+    cells = [dict(dataset="rot", videos="config", clip_length=None, profile="selected", method="linear",
+                  label="Denoiser baseline (Alg. 2)", step="", settings={"method": "linear", "eta": 2.0},
+                  whole_mean=None, whole_std=None, cut_mean=None, cut_std=None, open_end_mean=None,
+                  open_end_std=None, speed_ratio_median=None, diverged=1.0, rollouts=4, diverged_rollouts=4,
+                  trials=2, seed=0, checkpoint={"sha256": "abcdef123456"}, commit="c0ffee1", machine="cpu",
+                  date="2026-12-04")]
+    md = table.table_markdown([flat(r) for r in table.table_rows(cells)])
+    line = next(x for x in md.splitlines() if x.startswith("| Denoiser baseline"))
+    assert "| — | — | — | — | 4/4 † | 0.700 | 1: abcdef1 |" in line and "± " not in line
+
+
+def test_table_seed_aggregation_over_checkpoints(tiny_checkpoints, tmp_path):
+    """Three checkpoints (training-seed replicates): mean ± std over them of each one's mean over trials, the trial
+    std beside; checkpoints and commit named; figures of the first checkpoint only."""
+    ckpts = [f"rot={tiny_checkpoints[f'rot{i}']}" for i in range(3)]
+    assert run_table(tmp_path, "--methods", "linear", "--profiles", "paper", "--trials", "2",
+                     *(a for c in ckpts for a in ("--ckpt", c))) == 0
+    cells = [ex.read_json(p) for p in sorted((tmp_path / "out" / "cells").glob("rot_paper_linear_*.json"))]
+    assert len(cells) == 3 and len({c["checkpoint"]["sha256"] for c in cells}) == 3
+    assert all(c["trials"] == 2 and c["whole_std"] > 0 for c in cells)
+    [r] = ex.read_csv(tmp_path / "out" / "table1.csv")
+    means = [c["whole_mean"] for c in cells]
+    assert float(r["whole_mean"]) == pytest.approx(statistics.mean(means))
+    assert float(r["whole_std"]) == pytest.approx(statistics.stdev(means))
+    assert float(r["whole_trial_std"]) == pytest.approx(statistics.mean(c["whole_std"] for c in cells))
+    assert r["checkpoints"] == "3" and sorted(r["checkpoint_sha256"].split()) == sorted(
+        c["checkpoint"]["sha256"] for c in cells) and r["commits"] == cells[0]["commit"]
+    md = (tmp_path / "out" / "table1.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| Denoiser baseline"))
+    assert f"| {float(r['whole_mean']):.3f} ± {float(r['whole_std']):.3f} ({float(r['whole_trial_std']):.3f}) |" in line
+    assert "| 0/12 | 0.700 | 3: " in line and f"Commits: {cells[0]['commit']}." in md
+    figures = sorted(p.name for p in (tmp_path / "out" / "figures").glob("fig2_*_strip.png"))
+    assert figures == ["fig2_rot_paper_linear_strip.png"]
+
+
+def test_table_every_profile_of_the_settings_file(tiny_checkpoints, tmp_path):
+    """Profiles come from the settings file (here one more, `fast`), labels from the registry."""
+    settings = tmp_path / "rot_settings.yaml"
+    settings.write_text((ex.ROOT / "configs" / "extrapolation" / "rot.yaml").read_text()
+                        + "fast:\n  linear: {eta: 0.5, sigma: 10/255}\n")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "rot.yaml").write_text(f"config: {ROT}\nextrapolation.settings: {settings}\n")
+    assert table.main(["--datasets", "rot", "--configs", str(configs), "--no-train", "--trials", "1", "--methods",
+                       "linear", "--no-figures", "--ckpt", f"rot={tiny_checkpoints['rot0']}",
+                       "--out", str(tmp_path / "out")]) == 0
+    rows = ex.read_csv(tmp_path / "out" / "table1.csv")
+    assert [r["profile"] for r in rows] == ["paper", "selected", "fast"]
+    assert {r["label"] for r in rows} == {METHODS["linear"].label}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trials", "0"], "--trials must be at least 1, got 0"),
+    (["--datasets", "bogus"], "argument --datasets: invalid choice: 'bogus'"),
+    (["--methods", "bogus"], "--methods: unknown ['bogus']"),
+    (["--ckpt", "rot=missing.ckpt"], "checkpoint missing.ckpt: no such checkpoint file"),
+    (["--ckpt", "rot"], "--ckpt rot: expected EXPERIMENT=PATH"),
+    (["--ckpt", "rot=VAE"], "holds a VAEModule, not a DenoiserModule"),
+    (["--clip-length", "8"], "--clip-length needs --datasets weizmann"),
+])
+def test_table_one_line_errors(argv, message, tiny_checkpoints, tmp_path, capsys):
+    argv = [a.replace("VAE", str(tiny_checkpoints["vae"])) for a in argv]
+    code = table.main(["--datasets", "rot", "--configs", str(TESTS), "--no-train", "--methods", "linear",
+                       "--profiles", "paper", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_table_weizmann_longer_clips(strips, tmp_path):
+    """--clip-length scores longer Weizmann clips, every frame after the two given generated, in cells and a table
+    section of their own (no paper value beside them)."""
+    from conftest import save_module, tiny_denoiser
+
+    save_module(tiny_denoiser(0, in_channels=3), tmp_path / "weizmann.ckpt")
+    assert table.main(["--datasets", "weizmann", "--configs", str(TESTS), "--no-train", "--trials", "1",
+                       "--methods", "linear", "static", "--profiles", "paper", "reference", "--no-figures",
+                       "--data-dir", str(strips), "--clip-length", "8", "--ckpt", f"weizmann={tmp_path / 'weizmann.ckpt'}",
+                       "--out", str(tmp_path / "out")]) == 0
+    cells = [ex.read_json(p) for p in (tmp_path / "out" / "cells").glob("*.json")]
+    assert {c["method"] for c in cells} == {"linear", "static"}
+    assert all(c["settings"]["steps"] == 6 and c["clip_length"] == 8 and len(c["per_video"]) == 2 for c in cells)
+    assert all("--data.init_args.clip_length=8" in c["data_args"] for c in cells)
     md = (tmp_path / "out" / "table1.md").read_text()
     assert "## Weizmann Action, 8-frame clips" in md and "| Denoiser baseline (Alg. 2) | paper |  |" in md
-    assert "| 0.158 |" not in md  # the paper scored 5-frame clips only
-    with pytest.raises(SystemExit):
-        reproduce_table1.main(["--datasets", "rot", "--clip-length", "8", *common])
-    assert "--clip-length needs --datasets weizmann" in capsys.readouterr().err
+    assert "0.158" not in md  # the paper scored 5-frame clips only
+
+
+# ------------------------------------------------------------------------------------------- benchmarks
+def test_bench_training_side_by_side(capsys):
+    from benchmarks import bench_training
+
+    assert bench_training.autocast_dtype("bf16-mixed") == "bfloat16" and bench_training.autocast_dtype("32") is None
+    assert bench_training.main(["--configs", "rot", "--configs-dir", str(TESTS), "--seconds", "0.2"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("rot "))
+    fields = line.split()
+    fp32, default, ratio = map(float, fields[4:7])
+    assert fp32 > 0 and default > 0 and ratio == pytest.approx(default / fp32, rel=0.02)
+    assert fields[7:9] == ["32", "1"] and "bfloat16 + channels-last" in line  # 40 - 8 frames per epoch, 1 epoch
+
+
+def test_table_no_train_takes_the_newest_run_of_the_working_directory(tiny_checkpoints, tmp_path, monkeypatch,
+                                                                      capsys):
+    """--no-train without --ckpt: the experiment's newest checkpoint under the working directory's runs/ (none:
+    its methods are skipped); the cell names the run's training seed."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--datasets", "rot", "--configs", str(TESTS), "--no-train", "--trials", "1", "--methods", "linear",
+            "static", "--profiles", "paper", "reference", "--no-figures"]
+    assert table.main(argv) == 0
+    assert "no checkpoint of rot (--no-train); its methods are skipped" in capsys.readouterr().out
+    assert [r["method"] for r in ex.read_csv(tmp_path / "results" / "table1.csv")] == ["static"]
+    run = tmp_path / "runs" / "tiny_rot" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_checkpoints["rot2"], run / "checkpoints" / "last.ckpt")
+    (run / "config.yaml").write_text("seed_everything: 3\n")
+    assert table.main(argv) == 0
+    [c] = [ex.read_json(p) for p in (tmp_path / "results" / "cells").glob("rot_paper_linear_*.json")]
+    assert c["checkpoint"]["training_seed"] == 3
+    assert c["checkpoint"]["path"] == "runs/tiny_rot/version_0/checkpoints/last.ckpt"  # relative: the caller's
+    assert [r["method"] for r in ex.read_csv(tmp_path / "results" / "table1.csv")] == ["linear", "static"]
+
+
+@pytest.mark.slow
+def test_table_trains_then_reuses_the_finished_checkpoint(tmp_path, monkeypatch, capsys):
+    """Without checkpoints the table trains each experiment it needs (`train.py fit` in a subprocess, runs/ under
+    the working directory), then reuses the finished checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--datasets", "rot", "--configs", str(TESTS), "--trials", "1", "--methods", "linear", "--profiles",
+            "paper", "--no-figures", "--csv-only"]
+    assert table.main(argv) == 0
+    assert "rot: training" in capsys.readouterr().out
+    ckpt = tmp_path / "runs" / "tiny_rot" / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and ex.checkpoint_provenance(ckpt)["training_seed"] == 0
+    assert table.main(argv) == 0
+    assert "rot: reusing finished checkpoint" in capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""Helpers shared by the Lightning modules: injected-network hparams, memory format, fp32 evaluation and the
-optimiser."""
+"""Helpers shared by the Lightning modules (`build_network` and `to_memory_format` are exported by the package):
+injected-network hparams, memory format, fp32 evaluation and the optimiser."""
 from __future__ import annotations
 
 import contextlib

@@ -165,16 +165,10 @@ def data_settings(config: str | Path, overrides: Sequence[str] = ()) -> dict:
 
 
 def experiment_folder(config: str | Path, overrides: Sequence[str] = ()) -> Path:
-    """Where `config`'s runs go (relative to the working directory): its CSVLogger's `save_dir/name`, else
-    `runs/<experiment>`."""
-    from run_folders import RUNS
+    """Where `config`'s runs go, relative to the working directory: `runs/<experiment>` (`cli.experiment_folder`)."""
+    import cli
 
-    cfg = load_config(config, overrides)
-    loggers = cfg.trainer.get("logger")
-    for lg in loggers if isinstance(loggers, list) else [loggers]:
-        if str(getattr(lg, "class_path", "")).endswith("CSVLogger"):
-            return Path(lg.init_args.get("save_dir") or ".") / (lg.init_args.get("name") or "")
-    return RUNS / cfg.experiment
+    return cli.experiment_folder(load_config(config, overrides))
 
 
 def settings_file(config: str | Path) -> Path:

@@ -126,6 +126,11 @@ class ExtrapolationCallback(Callback):
             if source is not None:
                 rank_zero_info(f"ExtrapolationCallback: latent rollouts with the VAE {source}")
 
+    @property
+    def vae(self) -> LightningModule | None:
+        """The VAE handed over with `set_vae`, if any."""
+        return self._vae
+
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # the datamodule is set up: check k against the frame size before the first epoch

@@ -238,11 +238,12 @@ def test_user_mistakes_end_in_one_line(args, expected, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("", r"settings.yaml: no profile 'selected'; it has \[\]"),  # empty
-    ("steps: 3\nselected:\n  tangent: {eta: 1}\n  bogus: {eta: 1}\n", r"unknown method 'bogus'"),
-    ("steps: 3\nselected:\n  linear: {eta: 1, nope: 2}\n", r"linear: .*nope"),
-    ("steps: 3\nselected:\n  linear: {eta: 1, sigma: 40/0}\n", r"settings.yaml"),
-    ("steps: 3\nselected:\n  linear: {eta: 1\n", r"settings.yaml: not valid YAML at line \d+, column \d+"),
+    ("", r"settings.yaml is empty or not a mapping"),
+    ("steps: 3\nselected:\n  tangent: {eta: 1, sigma: 0.1}\n  bogus: {eta: 1}\n", r"unknown method 'bogus'"),
+    ("steps: 3\nselected:\n  tangent: {eta: 1}\n", r"tangent: missing settings \['sigma'\]"),
+    ("steps: 3\nselected:\n  linear: {eta: 1, sigma: 0.1, nope: 2}\n", r"linear: .*nope"),
+    ("steps: 3\nselected:\n  linear: {eta: 1, sigma: 40/0}\n", r"settings.yaml \[selected\]: linear.sigma .*division by zero"),
+    ("steps: 3\nselected:\n  linear: {eta: 1\n", r"settings.yaml is not valid YAML at line \d+, column \d+"),
     (None, r"settings file .*missing.yaml does not exist"),
 ])
 def test_settings_file_mistakes_end_in_one_line(text, expected, tmp_path, capsys):
@@ -381,8 +382,7 @@ def test_vae_checkpoint_is_resolved_and_checked_at_start_up(checkpoints, tmp_pat
 
     cli = train.main([*base, f"--extrapolation.vae_checkpoint={checkpoints['vae_rot']}"])
     callback = cli.config_init.fit.extrapolation
-    assert started and isinstance(callback._load_vae(cli.model), VAEModule)  # handed over, not loaded lazily
-    assert callback._vae is callback._load_vae(cli.model) and not callback._vae.training
+    assert started and isinstance(callback.vae, VAEModule) and not callback.vae.training  # handed over at start-up
 
     caplog.set_level(logging.INFO)
     cli = train.main([*base, f"--extrapolation.vae_checkpoint={tmp_path / 'runs' / 'vae_not_trained_yet'}"])

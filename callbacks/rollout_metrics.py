@@ -17,7 +17,7 @@ from torch import Tensor
 
 from callbacks import media
 from errors import InputError
-from extrapolation import READINGS, Evaluation, Models, SettingsError, evaluate, rollout, video_generators
+from extrapolation import METHODS, READINGS, Evaluation, Models, SettingsError, evaluate, rollout, video_generators
 
 from .method_settings import load_method_settings
 from .predict_writer import fresh_output_dir, write_pair
@@ -103,10 +103,12 @@ class ExtrapolationCallback(Callback):
                 raise SettingsError(f"{owner}: {name} must be a positive integer, got {v!r}")
         if isinstance(num_media_videos, bool) or not isinstance(num_media_videos, int) or num_media_videos < 0:
             raise SettingsError(f"{owner}: num_media_videos must be an integer >= 0, got {num_media_videos!r}")
+        if predict_method not in METHODS:
+            raise SettingsError(f"{owner}: predict_method must be a registered method, one of {sorted(METHODS)}; "
+                                f"got {predict_method!r}")
         self.settings, self.profile, self.methods = str(settings), profile, tuple(methods)
         self.method_settings = load_method_settings(
-            settings, profile, (*self.methods, predict_method), owner, steps=steps, eta=eta, sigma=sigma, k=k,
-            step=step, vae_eta=vae_eta)
+            settings, profile, self.methods, owner, steps=steps, eta=eta, sigma=sigma, k=k, step=step, vae_eta=vae_eta)
         self.vae_checkpoint = vae_checkpoint
         self.trials, self.test_trials, self.seed = trials, test_trials, int(seed)
         self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
@@ -133,6 +135,9 @@ class ExtrapolationCallback(Callback):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "predict" and self.predict_method not in self.method_settings:
+            raise SettingsError(f"ExtrapolationCallback: {self.settings} [{self.profile}] has no settings for the "
+                                f"predict_method {self.predict_method!r}; it has {sorted(self.method_settings)}")
         # the datamodule is set up: check k against the frame size before the first epoch
         videos = getattr(trainer.datamodule, "videos", None)
         if videos is not None:

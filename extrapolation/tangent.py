@@ -24,7 +24,7 @@ JACOBIANS = ("autodiff", "fd")
 FD_STEP = 1e-2
 # Defaults measured with benchmarks/bench_tangent.py. Block tol is a relative residual (backward error):
 # the Ritz vectors are exact eigenvectors of J + E with ||E|| <= tol ||J||, far below a trained network's own
-# asymmetry ||J - J^T|| / ||J|| (~0.9 at noisy points, NOTES) and enough for rollouts (1e-3 doubles the cost).
+# asymmetry ||J - J^T|| / ||J|| (~0.9 at noisy points) and enough for rollouts (1e-3 doubles the cost).
 # Oversampling 2 gains accuracy at clustered spectra for little cost at k = 4 (0 is cheapest at k = 1).
 DEFAULT_TOL = {"block": 1e-2, "subspace": 1e-2, "power": 1e-4, "exact": 0.0}
 DEFAULT_MAX_ITERS = {"block": 100, "subspace": 300, "power": 1000, "exact": 0}

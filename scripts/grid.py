@@ -71,11 +71,12 @@ def selection_overlap(scored: Mapping[str, Any], indices: str | None, clip_start
 
 # ------------------------------------------------------------------------------------------- the points
 def selection_points(paper: Mapping, selected: Mapping, names: Sequence[str], steps: int | None) -> dict:
-    """{name: points}: each method's grid around its paper settings, keeping the rest of its selected settings."""
+    """{name: points}: each method's grid around its paper settings (a method the paper does not have: around its
+    selected ones), keeping the rest of its selected settings."""
     out = {}
     for name in names:
-        base = selected.get(name, paper[name])
-        out[name] = [p.with_overrides(steps=steps) for p in base.grid(paper[name])]
+        base = selected.get(name) or paper[name]
+        out[name] = [p.with_overrides(steps=steps) for p in base.grid(paper.get(name))]
     return out
 
 
@@ -256,14 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     paper, selected = load_settings(settings_path, "paper"), load_settings(settings_path, "selected")
     axes = axes_of(args)
     explore = any(axes.values())
-    base = load_settings(settings_path, args.profile) if explore else paper
+    # selection: a method of the paper's, centred on its paper settings, or one of ours, centred on its selected ones
+    base = load_settings(settings_path, args.profile) if explore else {**selected, **paper}
     unknown = [m for m in args.methods or [] if m not in METHODS]
     if unknown:
         raise InputError(f"--methods: unknown {unknown}; registered methods: {sorted(METHODS)}")
     missing = [m for m in args.methods or [] if m not in base]
     if missing:
-        raise InputError(f"--methods {missing}: not in the {args.profile if explore else 'paper'} profile of "
-                         f"{settings_path}")
+        raise InputError(f"--methods {missing}: not in the {args.profile if explore else 'paper or selected'} "
+                         f"profile of {settings_path}")
     given = {"denoiser": args.denoiser, "vae": args.vae}
     names = []
     for name in args.methods or [n for n, m in base.items() if type(m).selected_by_grid]:

@@ -5,12 +5,43 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import dataclasses  # noqa: E402
+from typing import ClassVar  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture
+def toy_method():
+    """A fourth method, registered for the test: one class, no model; adds `speed` x (u1 - u0) per step."""
+    from extrapolation import METHODS, Method, register
+    from extrapolation.rollouts import RolloutInfo
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Drift(Method):
+        name: ClassVar[str] = "toy_drift"
+        label: ClassVar[str] = "Toy drift"
+        overrides: ClassVar[dict] = {"steps": "steps", "eta": "speed"}
+        speed: float = 1.0
+
+        def rollout(self, models, first, generators):
+            step = first[:, 1] - first[:, 0]
+            out = [first[:, 0], first[:, 1]]
+            for _ in range(self.steps):
+                out.append(out[-1] + self.speed * step)
+            return torch.stack(out, 1), RolloutInfo(torch.full((first.shape[0],), -1))
+
+        def grid(self, paper=None):
+            return [self.with_overrides(speed=s) for s in (0.5, 1.0, 2.0)]
+
+    register(Drift)
+    yield Drift
+    del METHODS[Drift.name]
 
 
 @pytest.fixture

@@ -82,8 +82,8 @@ def test_rejects_bad_arguments():
         ExtrapolationCallback(SETTINGS, methods=("tangent", "spline"))
     with pytest.raises(SettingsError, match="media_format"):
         ExtrapolationCallback(SETTINGS, media_format="avi")
-    with pytest.raises(SettingsError, match=r"no settings for \[.spline.\]"):
-        ExtrapolationCallback(SETTINGS, predict_method="spline")  # checked like the methods
+    with pytest.raises(SettingsError, match=r"predict_method must be a registered method"):
+        ExtrapolationCallback(SETTINGS, predict_method="spline")
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -408,3 +408,16 @@ def test_skipped_under_fast_dev_run(tmp_path, rollouts):
     trainer = make_trainer(tmp_path, cb, wandb_logger=False, fast_dev_run=1)
     trainer.fit(make_denoiser(), make_dm())
     assert not rollouts
+
+
+def test_a_registered_toy_method_runs_in_the_callback(tmp_path, toy_method):
+    """A fourth method is one class plus one settings entry: the callback logs and draws it like the others."""
+    settings = tmp_path / "s.yaml"
+    settings.write_text("steps: 5\nselected:\n  toy_drift: {speed: 1.0}\n  linear: {eta: 1.0, sigma: 0.1}\n")
+    cb = ExtrapolationCallback(str(settings), methods=("toy_drift", "linear"), num_media_videos=1, eta=2.0)
+    assert cb.method_settings["toy_drift"].speed == 2.0  # the flat override reaches the method's own field
+    trainer = make_trainer(tmp_path, cb, wandb_logger=False, num_sanity_val_steps=0)
+    trainer.fit(make_denoiser(), make_dm())
+    for metric in ("dtw_ssid", "dtw_ssid_cut", "dtw_ssid_open", "speed_ratio", "diverged"):
+        assert f"val/{metric}/toy_drift" in trainer.callback_metrics
+    assert (Path(trainer.log_dir) / "media" / "val" / "epoch_000" / "rollout_00.gif").exists()

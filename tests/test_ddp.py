@@ -1,6 +1,6 @@
 """DDP: the callback's DTW-SSID on 2 CPU ranks equals the single-process value.
 
-`train.py fit` runs as a subprocess: in-process `ddp` relaunches pytest's command line (NOTES.md).
+`train.py fit` runs as a subprocess: in-process `ddp` relaunches pytest's command line.
 The learning rate is 0 and the UNet has no normalisation, so training leaves the weights as
 initialised in both runs and only the callback's split of the videos differs."""
 from __future__ import annotations

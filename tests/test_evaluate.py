@@ -165,33 +165,8 @@ def test_every_settings_file_loads_every_profile():
         load_settings(files[0], "nope")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Drift(Method):
-    """A toy fourth method: adds `speed` x (u1 - u0) per step, no model."""
-
-    name: ClassVar[str] = "toy_drift"
-    overrides: ClassVar[dict] = {"steps": "steps", "eta": "speed"}
-    speed: float = 1.0
-
-    def rollout(self, models, first, generators):
-        step = first[:, 1] - first[:, 0]
-        out = [first[:, 0], first[:, 1]]
-        for _ in range(self.steps):
-            out.append(out[-1] + self.speed * step)
-        return torch.stack(out, 1), RolloutInfo(torch.full((first.shape[0],), -1))
-
-    def grid(self, paper):
-        return [self.with_overrides(speed=s) for s in (0.5, 1.0, 2.0)]
-
-
-@pytest.fixture
-def toy_method():
-    register(Drift)
-    yield Drift
-    del METHODS[Drift.name]
-
-
 def test_a_registered_toy_method_runs_from_a_settings_file(tmp_path, setup, toy_method):
+    Drift = toy_method
     _, videos = setup
     path = tmp_path / "s.yaml"
     path.write_text("steps: 4\npaper:\n  toy_drift: {speed: 1.0}\n")

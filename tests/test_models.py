@@ -26,7 +26,7 @@ def test_unet_shapes(channels, size, bias):
 def test_unet_default_is_the_cited_size():
     net = UNet()
     assert net.down[0][0].out_channels == 64 and net.mid[0].out_channels == 512
-    assert net.down[0][0].bias is not None  # biased by default (NOTES: bias-free fails on rotation)
+    assert net.down[0][0].bias is not None  # biased by default: bias-free fails on rotation (docs/choices.md)
 
 
 def _trained_a_little(net, shape):

@@ -295,8 +295,10 @@ def test_bad_inputs(model, tmp_path):
         _predict(model, FramePairsDataModule(video=str(fake)), tmp_path / "x")
     with pytest.raises(InputError, match="channels=3, but the checkpoint's network takes 1-channel"):
         _predict(model, FramePairsDataModule(pairs=[[good, good]], channels=3), tmp_path / "x")
-    with pytest.raises(InputError, match="no settings for .'spline'."):
+    with pytest.raises(InputError, match="predict_method must be a registered method"):
         writer(predict_method="spline")
+    with pytest.raises(InputError, match="has no settings for the predict_method 'static'"):
+        _predict(model, FramePairsDataModule(pairs=[[good, good]]), tmp_path / "x", predict_method="static")
     vae = VAEModule(network=VAE(in_channels=1, image_size=20, latent_dim=4))
     with pytest.raises(InputError, match="predict_method 'linear' needs a module with denoise; got a VAEModule"):
         _predict(vae, FramePairsDataModule(pairs=[[good, good]]), tmp_path / "x")

@@ -50,8 +50,19 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from callbacks import ExtrapolationCallback
 from errors import InputError, MissingInputError
-from run_folders import (RUN_DIR_ENV, RUNS, VERSION, checkpoint_info, describe, new_version_dir, newest_checkpoint,
-                         read_checkpoint, recorded_class, resolve_checkpoint, run_of)
+from run_folders import (
+    RUN_DIR_ENV,
+    RUNS,
+    VERSION,
+    checkpoint_info,
+    describe,
+    new_version_dir,
+    newest_checkpoint,
+    read_checkpoint,
+    recorded_class,
+    resolve_checkpoint,
+    run_of,
+)
 
 NEEDS_WEIGHTS = ("validate", "test", "predict")
 ROOT = Path(__file__).resolve().parent
@@ -442,7 +453,6 @@ class CLI(LightningCLI):
             callback.methods = tuple(m for m in callback.methods if m != "latent")
             return
         from lightning_modules import VAEModule
-
         from networks import VAE
 
         ckpt = read_checkpoint(path)

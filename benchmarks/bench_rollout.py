@@ -85,7 +85,7 @@ def bench(dataset: str, ckpt: str, args) -> list[str]:
     rows = {}
     for name, method in points.items():
         key = dict(checkpoint=provenance["sha256"], videos=overrides, trials=args.trials, settings=method.settings())
-        rows[name] = cached_rows(args.cache, key, lambda: run_grid([method], models, videos, args.trials)[0])
+        rows[name] = cached_rows(args.cache, key, lambda method=method: run_grid([method], models, videos, args.trials)[0])
         r = rows[name]
         print(f"  {name}: {r['seconds'] / args.trials:.1f} s per rollout, whole {r['whole_mean']:.3f}, "
               f"cut {r['cut_mean']:.3f}", flush=True)
@@ -97,7 +97,8 @@ def bench(dataset: str, ckpt: str, args) -> list[str]:
              "whole | cut | whole - block | cut - block |", "|" + "---|" * 10]
     for name, r in rows.items():
         per = r["seconds"] / args.trials
-        sd = (lambda key: f" +- {r[key]:.3f}" if args.trials > 1 else "")
+        def sd(key, r=r):
+            return f" +- {r[key]:.3f}" if args.trials > 1 else ""
         dw = f"{r['whole_mean'] - ref['whole_mean']:+.3f}" if ref is not None else ""
         dc = f"{r['cut_mean'] - ref['cut_mean']:+.3f}" if ref is not None else ""
         lines.append(f"| {name} | {r['step']} | {per:.1f} | {per / t_lin:.1f} | {r['applications']:.0f} | "

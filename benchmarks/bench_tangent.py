@@ -95,7 +95,7 @@ def to_accuracy(den, x, k, ref, method, target, tols, max_iters, **kw):
     """Loosest tolerance of `tols` whose result is within `target`; returns (apps, seconds, sine, tol)."""
     last = None
     for tol in tols:
-        (basis, info), sec = timed(lambda: tangent_basis(den, x, k, method, tol=tol, max_iters=max_iters,
+        (basis, info), sec = timed(lambda tol=tol: tangent_basis(den, x, k, method, tol=tol, max_iters=max_iters,
                                                          return_info=True, generator=torch.Generator().manual_seed(0), **kw))
         sine = subspace_sine(ref, basis).max().item()
         last = (info.applications, sec, sine, tol)
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     # Oversampling sweep for the block solver at the default tolerance.
     print("\nblock oversampling sweep at 20x20 (default tol), cold start:")
     for p_ in (0, 2, 4, 8):
-        (b, inf), s = timed(lambda: tangent_basis(den, x, k, "block", oversample=p_, return_info=True,
+        (b, inf), s = timed(lambda p_=p_: tangent_basis(den, x, k, "block", oversample=p_, return_info=True,
                                                   generator=torch.Generator().manual_seed(0)))
         print(f"  oversample {p_}: apps {inf.applications:5d}, iters {inf.iterations:3d}, {s:.2f} s, sine {subspace_sine(ref[:, :k], b).item():.1e}")
 

@@ -19,7 +19,7 @@ class RotatedMNISTDataModule(MNISTVideoDataModule):
 
     latent_name = "angle (deg)"
 
-    def __init__(self, indices: list[int] = list(range(10)), data_dir: str | None = None,
+    def __init__(self, indices: list[int] = list(range(10)), data_dir: str | None = None,  # noqa: B006
                  num_frames: int = 100, step_deg: float = 3.6, batch_size: int = 128,
                  num_val_frames: int = 200, split_seed: int = 0, num_workers: int = 0):
         super().__init__(indices=indices, data_dir=data_dir, num_frames=num_frames,

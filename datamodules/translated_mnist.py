@@ -21,7 +21,7 @@ class TranslatedMNISTDataModule(MNISTVideoDataModule):
 
     latent_name = "shift (px)"
 
-    def __init__(self, indices: list[int] = list(range(10)), data_dir: str | None = None,
+    def __init__(self, indices: list[int] = list(range(10)), data_dir: str | None = None,  # noqa: B006
                  num_frames: int = 100, start_px: float = -6.0, step_px: float = 0.12,
                  batch_size: int = 128, num_val_frames: int = 200, split_seed: int = 0,
                  num_workers: int = 0):

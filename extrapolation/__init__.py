@@ -5,8 +5,16 @@ from .grid import combine, row, run_grid, select
 from .methods import METHODS, Method, Models, SettingsError, method_class, register
 from .rollouts import RolloutInfo, latent_rollout, linear_rollout, tangent_rollout
 from .settings import load_settings, parse_profile
-from .tangent import (STEPS, EigenProjection, PowerFilter, TangentInfo, TangentStep, subspace_sine, tangent_basis,
-                      tangent_filter)
+from .tangent import (
+                      STEPS,
+                      EigenProjection,
+                      PowerFilter,
+                      TangentInfo,
+                      TangentStep,
+                      subspace_sine,
+                      tangent_basis,
+                      tangent_filter,
+)
 
 __all__ = [
     "tangent_basis", "tangent_filter", "TangentInfo", "subspace_sine", "TangentStep", "EigenProjection", "PowerFilter",

@@ -242,7 +242,7 @@ def _subspace_iteration(op: _Operator, x0: Tensor, k: int, tol: float, max_iters
     q = _orth(x0)
     prev = None
     it = 0
-    for it in range(1, max_iters + 1):
+    for it in range(1, max_iters + 1):  # noqa: B007 (the count is returned)
         z = op(q)
         theta, y = _rayleigh_ritz(q, z, symmetric)
         xk = _real_span(q.to(y.dtype) @ y[..., :k], k) if not symmetric else q @ y[..., :k]
@@ -270,7 +270,7 @@ def _power(op: _Operator, x: Tensor, k: int, tol: float, max_iters: int, init: T
         v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
         done = torch.zeros(B, dtype=torch.bool, device=x.device)
         lam = torch.zeros(B, dtype=x.dtype, device=x.device)
-        for t in range(max_iters):
+        for _ in range(max_iters):
             av = op(v.unsqueeze(-1)).squeeze(-1)
             vn2 = (v * v).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
             lam_t = (v * av).sum(-1) / vn2

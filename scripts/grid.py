@@ -108,7 +108,7 @@ def grids_markdown(rows: Sequence[Mapping], paper: Mapping, criterion: str) -> s
                 if k not in ("method", "eta") and len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
         etas = sorted({s["eta"] for s in settings if "eta" in s})
 
-        def mark(key, v):
+        def mark(key, v, ref=ref):
             return " (paper)" if key in ref and json.dumps(ref[key], sort_keys=True) == json.dumps(v, sort_keys=True) \
                 else ""
 

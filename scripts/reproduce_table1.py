@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import experiments as ex
 from errors import InputError
@@ -346,7 +346,7 @@ def save_figures(tag: str, shown: dict, dm, out: Path) -> None:
     length = max(f.shape[1] for f in shown.values())  # the rollouts' frames, ground truth at the same indices
     columns = torch.linspace(0, length - 1, min(length, 12)).round().long()
     tiles = []
-    for name, frames in rows.items():
+    for frames in rows.values():
         idx = columns.clamp(max=frames.shape[0] - 1)
         strip_row = frames[idx]
         if strip_row.shape[1] == 1:

@@ -62,7 +62,7 @@ def markdown(rows: Sequence[Mapping], speeds: Sequence[float], title: str) -> st
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["profile"], r["method"]), []).append(r)
-    for (profile, method), mine in groups.items():
+    for (profile, _), mine in groups.items():
         cells, n = [], set()
         for s in speeds:
             at = [r for r in mine if math.isclose(float(r["speed"]), s)]

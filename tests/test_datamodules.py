@@ -9,8 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import (RotatedMNISTDataModule, TranslatedMNISTDataModule, WeizmannDataModule,
-                         load_mnist_train_images, read_idx)
+from datamodules import (
+    RotatedMNISTDataModule,
+    TranslatedMNISTDataModule,
+    WeizmannDataModule,
+    load_mnist_train_images,
+    read_idx,
+)
 from datamodules.mnist import rotate, translate
 
 REPO = Path(__file__).parents[1]
@@ -368,7 +373,6 @@ def test_weizmann_shared_strips():
 @pytest.mark.parametrize("config", ["rot", "trans", "weizmann"])
 def test_config_data_section_instantiates(config, monkeypatch):
     import datamodules
-
     from cli import load_config
 
     monkeypatch.chdir(REPO)  # data_dir in the configs is relative to the repo root

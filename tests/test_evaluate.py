@@ -7,8 +7,16 @@ from typing import ClassVar
 import pytest
 import torch
 
-from extrapolation import (METHODS, EigenProjection, Method, Models, PowerFilter, SettingsError, evaluate,
-                           load_settings, register)
+from extrapolation import (
+    METHODS,
+    EigenProjection,
+    Method,
+    Models,
+    PowerFilter,
+    SettingsError,
+    evaluate,
+    load_settings,
+)
 from extrapolation.methods import Linear, Tangent
 from extrapolation.rollouts import RolloutInfo
 from networks import UNet

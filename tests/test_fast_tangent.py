@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from extrapolation import (EigenProjection, PowerFilter, linear_rollout, subspace_sine, tangent_basis, tangent_filter,
-                           tangent_rollout)
+from extrapolation import (
+    EigenProjection,
+    PowerFilter,
+    linear_rollout,
+    subspace_sine,
+    tangent_basis,
+    tangent_filter,
+    tangent_rollout,
+)
 from extrapolation.circle import CircleDenoiser
 from extrapolation.tangent import FD_STEP, _Operator
 from networks import UNet
-
 
 
 def unet_denoiser(seed=0, size=20):
@@ -30,7 +36,7 @@ def test_forward_difference_matches_jvp_on_the_unet():
     cols = torch.randn(3, 400, 5, generator=g) * torch.tensor([1e-3, 0.1, 1.0, 10.0, 300.0])
     for dtype, h, bound in ((torch.float64, 1e-6, 1e-6), (torch.float32, FD_STEP, 0.1)):
         net = UNet(in_channels=1, widths=[8, 16, 32], mid_width=32).to(dtype).eval()
-        den = lambda x: x - net(x)  # noqa: E731
+        den = lambda x, net=net: x - net(x)  # noqa: E731
         for symmetric in (False, True):
             xs, cs = x.to(dtype), cols.to(dtype)
             ad = _Operator(den, xs, symmetric, jacobian="autodiff")(cs)

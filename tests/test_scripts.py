@@ -13,9 +13,10 @@ import torch
 import experiments as ex
 from errors import InputError
 from extrapolation import METHODS, Method, Models, evaluate, load_settings, register
-from extrapolation.grid import combine, flat, row, run_grid, select
+from extrapolation.grid import combine, flat, run_grid, select
 from extrapolation.rollouts import RolloutInfo
-from scripts import grid, reproduce_table1 as table
+from scripts import grid
+from scripts import reproduce_table1 as table
 
 TESTS = ex.ROOT / "tests" / "configs"
 ROT = TESTS / "rot.yaml"

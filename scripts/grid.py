@@ -192,6 +192,14 @@ def write_selected(path: Path, chosen: Mapping[str, Any]) -> None:
     ex.write_text_atomic(path, text)
 
 
+def same_cell(r: Mapping, point, checkpoint: Mapping | None, videos: str, args) -> bool:
+    """Whether a CSV row is the cell `point` would compute: same settings, checkpoint, videos, trials and seed."""
+    return (json.dumps(settings_of(r), sort_keys=True) == json.dumps(ex.strict(point.settings()), sort_keys=True)
+            and r.get("checkpoint_sha256", "") == ((checkpoint or {}).get("sha256") or "")
+            and r.get("videos") == videos and int(value(r, "trials")) == args.trials
+            and int(value(r, "seed")) == args.seed)
+
+
 # ------------------------------------------------------------------------------------------- main
 def parser() -> ex.ArgumentParser:
     p = ex.ArgumentParser(prog="python -m scripts.grid", description=__doc__,
@@ -224,6 +232,8 @@ def parser() -> ex.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="CSV of the cells (default results/grid_<dataset>.csv, "
                    "relative to the working directory); the markdown grids go beside it")
     p.add_argument("--append", action="store_true", help="keep the CSV's rows of the methods not run this time")
+    p.add_argument("--resume", action="store_true", help="reuse the CSV's cells of the same setting, checkpoint, "
+                   "videos, trials and seed (an interrupted grid goes on; --write after a finished one computes nothing)")
     p.add_argument("--write", action="store_true", help="write the winners into the settings file's `selected`")
     p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
     p.add_argument("--batch-size", type=int, default=None, help="rollouts per batched call (numbers do not depend "
@@ -303,24 +313,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.check_frame(videos[0, 0].numel())
 
     out = args.out or Path("results") / f"grid_{args.dataset}.csv"
-    kept = [r for r in ex.read_csv(out) if r.get("method") not in names] if args.append and out.exists() else []
+    earlier = ex.read_csv(out) if out.exists() and (args.append or args.resume) else []
+    kept = [r for r in earlier if r.get("method") not in names] if args.append else []
     videos_label = ex.describe_overrides(overrides)
     context = dict(dataset=args.dataset, videos=videos_label, commit=ex.commit(), machine=ex.machine(),
                    date=ex.today())
     rows: list[dict] = []
 
-    def on_row(r: dict) -> None:
+    def on_row(r: dict, reused: bool = False) -> None:
         rows.append(r)
+        cost = "from the CSV" if reused else f"{value(r, 'seconds'):.1f} s"
         print(f"{r['method']} {sum(x['method'] == r['method'] for x in rows)}/{len(points[r['method']])}: "
-              f"{ex.settings_text(r['settings'], SKIP)}: whole {r['whole_mean']:.3f}, cut {r['cut_mean']:.3f}, open-end "
-              f"{r['open_end_mean']:.3f}, diverged {r['diverged']:.0%} ({r['seconds']:.1f} s)", flush=True)
+              f"{ex.settings_text(settings_of(r), SKIP)}: whole {value(r, 'whole_mean'):.3f}, cut "
+              f"{value(r, 'cut_mean'):.3f}, open-end {value(r, 'open_end_mean'):.3f}, diverged "
+              f"{value(r, 'diverged'):.0%} ({cost})", flush=True)
         ex.write_csv_atomic(out, kept + [flat(x) for x in rows], COLUMNS)
 
     for name in names:
         kind = ex.checkpoint_kind(points[name][0])
         checkpoint = provenance[kind] if kind else None
-        run_grid(points[name], models, videos, args.trials, args.seed, on_row, batch_size=args.batch_size,
-                 checkpoint=checkpoint, **context)
+        for point in points[name]:
+            same = [r for r in earlier if args.resume and same_cell(r, point, checkpoint, videos_label, args)]
+            if same:
+                on_row(same[-1], reused=True)
+            else:
+                run_grid([point], models, videos, args.trials, args.seed, on_row, batch_size=args.batch_size,
+                         checkpoint=checkpoint, **context)
     all_rows = ex.read_csv(out)
     out.with_suffix(".md").write_text(grids_markdown(all_rows, paper, args.criterion))
     print(f"wrote {out} and {out.with_suffix('.md')}")
@@ -334,8 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed.append(str(err))
             continue
         winners[name] = points[name][mine.index(best)]
-        print(f"{name}: selected {ex.settings_text(best['settings'], SKIP)} by {args.criterion}: "
-              + ", ".join(f"{k} {best[f'{k}_mean']:.3f}" for k in ("whole", "cut", "open_end")))
+        print(f"{name}: selected {ex.settings_text(settings_of(best), SKIP)} by {args.criterion}: "
+              + ", ".join(f"{k} {value(best, f'{k}_mean'):.3f}" for k in ("whole", "cut", "open_end")))
     if failed:
         raise InputError("; ".join(failed))
     if args.write:

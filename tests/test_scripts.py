@@ -441,3 +441,20 @@ def test_table_trains_then_reuses_the_finished_checkpoint(tmp_path, monkeypatch,
     assert ckpt.is_file() and ex.checkpoint_provenance(ckpt)["training_seed"] == 0
     assert table.main(argv) == 0
     assert "rot: reusing finished checkpoint" in capsys.readouterr().out
+
+
+def test_grid_resume_reuses_the_cells_of_an_interrupted_run(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    """--resume takes a cell from the CSV only when setting, checkpoint, videos, trials and seed are the same."""
+    from scripts import grid
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "g.csv"
+    base = ["--dataset", "rot", "--configs", str(TESTS), "--denoiser", str(tiny_checkpoints["rot0"]), "--indices",
+            "2,3", "--methods", "linear", "--sigmas", "10", "--etas", "0.5", "1.0", "--trials", "1", "--out", str(out)]
+    assert grid.main(base) == 0
+    first = ex.read_csv(out)
+    capsys.readouterr()
+    assert grid.main([*base, "--resume"]) == 0
+    assert capsys.readouterr().out.count("from the CSV") == 2 and ex.read_csv(out) == first
+    assert grid.main([*base, "--resume", "--trials", "2"]) == 0  # other trials: computed again
+    assert "from the CSV" not in capsys.readouterr().out

@@ -91,6 +91,24 @@ def dtw_path(cost: Tensor | np.ndarray) -> list[tuple[int, int]]:
     return list(zip(al.index2.tolist(), al.index1.tolist()))
 
 
+def reference_dtw_path(cost: Tensor | np.ndarray) -> list[tuple[int, int]]:
+    """The hand-written dynamic program `dtw_path` replaced (ties: diagonal, then (i-1,j)): a slow reference for the
+    tests and `benchmarks/bench_dtw.py`."""
+    c = _numpy(cost, "reference_dtw_path")
+    n1, n2 = c.shape
+    acc = np.full((n1 + 1, n2 + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n1 + 1):
+        for j in range(1, n2 + 1):
+            acc[i, j] = c[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
+    i, j = n1, n2
+    path = [(i - 1, j - 1)]
+    while (i, j) != (1, 1):
+        i, j = min([(i - 1, j - 1), (i - 1, j), (i, j - 1)], key=lambda ij: acc[ij])
+        path.append((i - 1, j - 1))
+    return path[::-1]
+
+
 def open_end_path(cost: Tensor | np.ndarray) -> list[tuple[int, int]]:
     """Open-end DTW path (Tormene et al. 2008) of a (T1, T2) cost: every rollout column, a prefix of the
     ground-truth rows; (gt_index, rollout_index) pairs from (0, 0) to (reached, T2 - 1)."""

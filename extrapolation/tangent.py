@@ -437,6 +437,16 @@ class TangentStep:
     def check_frame(self, numel: int) -> None:
         """Raise ValueError if the step cannot run on frames of `numel` = C*H*W values."""
 
+    def _check_operator(self) -> None:
+        """The settings of the Jacobian operator both steps use."""
+        if self.jacobian not in JACOBIANS:
+            raise ValueError(f"step.jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
+        _positive(self.fd_step, "step.fd_step", float)
+        if self.chunk_size is not None:
+            _positive(self.chunk_size, "step.chunk_size")
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"step.symmetric must be true or false, got {self.symmetric!r}")
+
 
 def _positive(value, name: str, kind=int):
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not value > 0:
@@ -466,18 +476,14 @@ class EigenProjection(TangentStep):
         _positive(self.k, "step.k")
         if self.solver not in METHODS:
             raise ValueError(f"step.solver must be one of {METHODS}, got {self.solver!r}")
-        if self.jacobian not in JACOBIANS:
-            raise ValueError(f"step.jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
-        for key in ("max_iters", "track_iters", "chunk_size"):
+        self._check_operator()
+        for key in ("max_iters", "track_iters"):
             if getattr(self, key) is not None:
                 _positive(getattr(self, key), f"step.{key}")
         if isinstance(self.oversample, bool) or not isinstance(self.oversample, int) or self.oversample < 0:
             raise ValueError(f"step.oversample must be an integer >= 0, got {self.oversample!r}")
-        for key in ("tol", "fd_step"):
-            if getattr(self, key) is not None:
-                _positive(getattr(self, key), f"step.{key}", float)
-        if not isinstance(self.symmetric, bool):
-            raise ValueError(f"step.symmetric must be true or false, got {self.symmetric!r}")
+        if self.tol is not None:
+            _positive(self.tol, "step.tol", float)
 
     def check_frame(self, numel: int) -> None:
         if self.k > numel:
@@ -512,13 +518,7 @@ class PowerFilter(TangentStep):
 
     def __post_init__(self):
         _positive(self.power, "step.power")
-        if self.jacobian not in JACOBIANS:
-            raise ValueError(f"step.jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
-        _positive(self.fd_step, "step.fd_step", float)
-        if self.chunk_size is not None:
-            _positive(self.chunk_size, "step.chunk_size")
-        if not isinstance(self.symmetric, bool):
-            raise ValueError(f"step.symmetric must be true or false, got {self.symmetric!r}")
+        self._check_operator()
 
     def __call__(self, denoise, x, v, state, generator, first):
         p, apps = tangent_filter(denoise, x, v, self.power, symmetric=self.symmetric, jacobian=self.jacobian,

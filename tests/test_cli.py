@@ -433,9 +433,8 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed again when this returns: connections are refused
 
 
-@pytest.fixture
-def unreachable_wandb(tmp_path, monkeypatch):
-    """A stale key and a W&B server that does not answer (a closed loopback port)."""
+def _wandb_with_a_key(tmp_path, monkeypatch, port: int) -> None:
+    """An empty home, a (fake) API key and the W&B server at a loopback port; wandb forgets earlier settings."""
     import wandb
 
     home = tmp_path / "home"
@@ -446,8 +445,16 @@ def unreachable_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "01234567")
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     wandb.teardown()  # forget settings read from another test's environment
+
+
+@pytest.fixture
+def unreachable_wandb(tmp_path, monkeypatch):
+    """A stale key and a W&B server that does not answer (a closed loopback port)."""
+    import wandb
+
+    _wandb_with_a_key(tmp_path, monkeypatch, _closed_port())
     yield
     wandb.finish()
     wandb.teardown()
@@ -498,16 +505,7 @@ def refusing_wandb(tmp_path, monkeypatch):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    home = tmp_path / "home"
-    home.mkdir()
-    for var in ("WANDB_MODE", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("NETRC", str(home / ".netrc"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
-    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "01234567")
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    wandb.teardown()
+    _wandb_with_a_key(tmp_path, monkeypatch, server.server_address[1])
     yield
     server.shutdown()
     wandb.finish()

@@ -7,7 +7,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from extrapolation import aggregate_path, dtw_path, dtw_ssid, dtw_ssid_batch, ssid_matrix
-from extrapolation.dtw import open_end_path, readings
+from extrapolation.dtw import open_end_path, readings, reference_dtw_path
 
 
 def video(t=5, seed=0, size=16):
@@ -102,21 +102,6 @@ def test_batch_matches_pairs():
         torch.testing.assert_close(values[v], dtw_ssid(pred[v], gt[v]))
 
 
-def reference_dtw_path(cost):
-    """The hand-written closed-end DTW that `dtw_path` replaced: backtrack over (i-1,j-1), (i-1,j), (i,j-1)."""
-    c = np.asarray(cost, dtype=float)
-    n1, n2 = c.shape
-    acc = np.full((n1 + 1, n2 + 1), np.inf)
-    acc[0, 0] = 0.0
-    for i in range(1, n1 + 1):
-        for j in range(1, n2 + 1):
-            acc[i, j] = c[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-    i, j = n1, n2
-    path = [(i - 1, j - 1)]
-    while (i, j) != (1, 1):
-        i, j = min([(i - 1, j - 1), (i - 1, j), (i, j - 1)], key=lambda ij: acc[ij])
-        path.append((i - 1, j - 1))
-    return path[::-1]
 
 
 def reference_open_end(cost):

@@ -124,12 +124,12 @@ def load_datamodule(config: str | Path, overrides: Sequence[str] = (), stage: st
 
 def data_overrides(indices: str | Sequence[int] | None = None, data_dir: str | Path | None = None,
                    clip_start: int | None = None, clip_length: int | None = None, num_frames: int | None = None,
-                   step: float | None = None, *, config: str | Path | None = None) -> list[str]:
+                   step: float | None = None, *, config: str | Path | None = None, clips: str | None = None) -> list[str]:
     """Config overrides that select other videos: MNIST digits `indices` ('10..19', '0,3' or a list), Weizmann
     clips of `clip_length` frames from frame `clip_start`, `num_frames` per MNIST video, the motion per frame `step`
-    (the dataset's `step_*` argument: degrees when rotated, pixels when translated; needs `config`) and the data
-    folder."""
-    out = []
+    (the dataset's `step_*` argument: degrees when rotated, pixels when translated; needs `config`), Weizmann's clip
+    rule `clips` (e.g. "unscored") and the data folder."""
+    out = [f"--data.init_args.clips={clips}"] if clips is not None else []  # num_clips: the config's scored count
     if indices is not None:
         out.append(f"--data.init_args.indices=[{','.join(map(str, index_list(indices)))}]")
     for name, value in (("clip_start", clip_start), ("clip_length", clip_length), ("num_frames", num_frames)):

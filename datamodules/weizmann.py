@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tif
 # The ten Weizmann actions; `lena_walk1.avi` / `lena_walk2.avi` are two takes of "walk".
 WEIZMANN_ACTIONS = ("bend", "jack", "jump", "pjump", "run", "side", "skip", "walk", "wave1", "wave2")
 LAYOUTS = ("auto", "avi", "strips")
-CLIP_RULES = ("per_performer", "per_sequence")
+CLIP_RULES = ("per_performer", "per_sequence", "unscored")
 
 
 def _natural_key(s: str):
@@ -117,6 +117,8 @@ class WeizmannDataModule(VideoDataModule):
                 is the first sequence of every action, then the second of every action, ...
                 (on mocogan_actions: 0/2, 1/0, 3/4, 0/10, 1/8, 3/12, 0/18, 1/16, 3/20).
             "per_sequence": every sequence in sorted order.
+            "unscored": every sequence that "per_performer" (with the same `num_clips`) does not choose, in
+                sorted order: selection videos that the scored clips never overlap (18 of the 27 in the strip copy).
             a list of sequence names (see `sequence_names`), e.g. ["daria_walk", "0/00000002"].
         num_clips: at most this many clips (paper: 9); None for all the rule gives.
         drop_mirrors: drop a sequence that is the pixel-exact left-right mirror of an earlier one
@@ -248,27 +250,38 @@ class WeizmannDataModule(VideoDataModule):
             chosen = [names.index(c) for c in self.clips]
         elif self.clips == "per_sequence":
             chosen = list(range(len(names)))
-        else:  # per_performer: round robin over actions, each performer once
-            actions = sorted(set(self._actions), key=_natural_key)
-            performers = sorted(set(self._performers), key=_natural_key)
-            used, chosen, i, stalled = set(), [], 0, 0
-            while len(used) < len(performers) and stalled < len(actions):
-                action = actions[i % len(actions)]
-                i += 1
-                pick = next((j for p in performers if p not in used for j in range(len(names))
-                             if self._performers[j] == p and self._actions[j] == action), None)
-                if pick is None:  # every performer with this action is used: try the next action
-                    stalled += 1
-                    continue
-                stalled = 0
-                used.add(self._performers[pick])
-                chosen.append(pick)
-        chosen = chosen[: self.num_clips]
+        elif self.clips == "unscored":
+            scored = set(self._per_performer()[: self.num_clips])
+            chosen = [j for j in range(len(names)) if j not in scored]
+            if not chosen:
+                raise InputError(f"clips=unscored: every sequence of {self.data_dir} is a scored clip")
+        else:
+            chosen = self._per_performer()
+        chosen = chosen if self.clips == "unscored" else chosen[: self.num_clips]
         end = self.clip_start + self.clip_length
         short = [names[j] for j in chosen if self.sequence_lengths[j] < end]
         if short:
             raise InputError(f"sequences {short} have fewer than clip_start + clip_length = {end} "
                              f"frames (lengths {[self.sequence_lengths[names.index(s)] for s in short]})")
+        return chosen
+
+    def _per_performer(self) -> list[int]:
+        """The "per_performer" rule: round robin over actions, each performer's first sequence once."""
+        names = self.sequence_names
+        actions = sorted(set(self._actions), key=_natural_key)
+        performers = sorted(set(self._performers), key=_natural_key)
+        used, chosen, i, stalled = set(), [], 0, 0
+        while len(used) < len(performers) and stalled < len(actions):
+            action = actions[i % len(actions)]
+            i += 1
+            pick = next((j for p in performers if p not in used for j in range(len(names))
+                         if self._performers[j] == p and self._actions[j] == action), None)
+            if pick is None:  # every performer with this action is used: try the next action
+                stalled += 1
+                continue
+            stalled = 0
+            used.add(self._performers[pick])
+            chosen.append(pick)
         return chosen
 
     # --- VideoDataModule hooks ---------------------------------------------------------------

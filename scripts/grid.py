@@ -45,10 +45,12 @@ COLUMNS = ["dataset", "videos", "method", "label", "step", "settings", "whole_me
 
 # ------------------------------------------------------------------------------------------- the videos
 def selection_overlap(scored: Mapping[str, Any], indices: str | None, clip_start: int | None,
-                      clip_length: int | None) -> str | None:
+                      clip_length: int | None, clips: str | None = None) -> str | None:
     """Why selection videos would overlap the videos Table 1 scores (one line), or None. `scored`: the config's
     data arguments. Clips: every scored clip starts at the config's `clip_start` and is `clip_length` or one of
     `experiments.SCORED_CLIP_LENGTHS` frames long. Digits: the config's `indices`."""
+    if clips == "unscored":  # other sequences than the scored clips' (WeizmannDataModule clips=unscored)
+        return None
     if "clip_start" in scored and "clip_length" in scored:
         first, length = int(scored["clip_start"]), int(scored["clip_length"])
         start = first if clip_start is None else int(clip_start)
@@ -218,6 +220,8 @@ def parser() -> ex.ArgumentParser:
     p.add_argument("--clip-start", type=int, default=None, help="Weizmann: first frame of the selection clips")
     p.add_argument("--clip-length", type=int, default=None,
                    help="Weizmann: frames per selection clip; every frame after the two given is generated")
+    p.add_argument("--clips", default=None, choices=["unscored"],
+                   help="Weizmann: clips of the sequences Table 1 never scores (WeizmannDataModule clips=unscored)")
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--criterion", default="cut", choices=READINGS,
@@ -289,10 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not names:
         raise InputError("no method to run: pass --denoiser and/or --vae")
 
-    overrides = ex.data_overrides(args.indices, args.data_dir, args.clip_start, args.clip_length)
+    overrides = ex.data_overrides(args.indices, args.data_dir, args.clip_start, args.clip_length, clips=args.clips)
     if not explore or args.write:  # the results choose settings: never on videos the table scores
         why = selection_overlap(ex.load_config(config).data.init_args, args.indices, args.clip_start,
-                                args.clip_length)
+                                args.clip_length, args.clips)
         if why:
             raise InputError(why)
     steps = args.clip_length - 2 if args.clip_length else None

@@ -384,3 +384,17 @@ def test_config_data_section_instantiates(config, monkeypatch):
     if config != "weizmann":
         dm.setup()
         assert dm.videos.shape == (10, 100, 1, 20, 20)
+
+
+def test_weizmann_unscored_clips_are_the_other_sequences(strips):
+    """clips=unscored: selection videos from every sequence the scored clips (per_performer, num_clips) do not use."""
+    from datamodules import WeizmannDataModule
+
+    kw = dict(data_dir=str(strips), frame_size=16, clip_length=3, num_val_frames=8)
+    scored = WeizmannDataModule(num_clips=2, **kw)
+    scored.setup("test")
+    other = WeizmannDataModule(clips="unscored", num_clips=2, **kw)
+    other.setup("test")
+    assert len(scored.clip_names) == 2 and len(other.clip_names) == 2  # 4 sequences in the fixture
+    assert set(scored.clip_names).isdisjoint(other.clip_names)
+    assert set(scored.clip_names) | set(other.clip_names) == set(scored.sequence_names)

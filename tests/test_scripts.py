@@ -240,6 +240,7 @@ def test_grid_refuses_selection_clips_that_overlap_scored_ones(length, tiny_chec
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: selection clips of frames 4-")
     assert "0-2 (3-frame clips), 0-15 (16-frame clips)" in err
+    assert grid.selection_overlap(scored, None, 0, length, clips="unscored") is None  # other sequences: any frames
 
 
 def test_grid_refuses_scored_digits_and_names_errors(tiny_checkpoints, capsys):

@@ -203,9 +203,10 @@ def paced_rollout(
     displacement u_{i-1} - u_{i-2}; "noisy" x_{i-1} - x_{i-2} as in Alg. 1), or that velocity itself when `step` is
     None (the linear baseline with the same pace). Transport keeps the direction when the video moves less per
     frame than the noise moves the denoised frame along the manifold, where a displacement's direction is lost.
-    c_i holds the achieved pace at s: the step's own progress <D(x_{i-1} + c_i s d_i) - D(x_{i-1}), d_i> is compared
-    with s and c_{i+1} = c_i (s / progress)^gain (per step within [1/2, 2], overall within [1/4, 4]; gain 0 keeps
-    c = 1). Returns ((B, steps+2, C, H, W), `RolloutInfo`)."""
+    c_i holds the achieved pace at s: the step's own clean displacement ||D(x_{i-1} + c_i s d_i) - D(x_{i-1})|| (the
+    difference cancels what the noise alone moves the denoised frame; its norm, the chord along the manifold, stays
+    right where the manifold curves away from d_i) is compared with s and c_{i+1} = c_i (s / progress)^gain (per step
+    within [1/2, 2], overall within [1/4, 4]; gain 0 keeps c = 1). Returns ((B, steps+2, C, H, W), `RolloutInfo`)."""
     u0, u1 = u0.detach(), u1.detach()
     solver_gen = _child_generators(generator)
     x_prev = u0 + _noise(u0, sigma, generator)
@@ -234,7 +235,7 @@ def paced_rollout(
         u = guard(u, i + 2)
         moved = (u - u_prev).flatten(1)
         if gain:
-            progress = ((u - rest).flatten(1) * d).sum(1, keepdim=True)
+            progress = _norm(u - rest)
             ratio = torch.where(progress > 0, target / progress.clamp_min(torch.finfo(u.dtype).tiny),
                                 torch.full_like(progress, 2.0))
             scale = (scale * ratio.clamp(0.5, 2.0) ** gain).clamp(0.25, 4.0)

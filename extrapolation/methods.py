@@ -25,7 +25,7 @@ from .rollouts import VELOCITIES, RolloutInfo, latent_rollout, linear_rollout, p
 from .tangent import STEPS, EigenProjection, PowerFilter, TangentStep
 
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
-SIGMA_GRID = (10, 15, 25, 40, 60)  # selection grid of noise levels, in units of 1/255
+SIGMA_GRID = (5, 10, 15, 25, 40, 60)  # selection grid of noise levels, in units of 1/255 (5: translated winners sat at 10)
 ETA_SCALES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)  # selection grid of step sizes, as multiples of the paper's
 
 

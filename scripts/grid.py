@@ -319,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("results") / f"grid_{args.dataset}.csv"
     earlier = ex.read_csv(out) if out.exists() and (args.append or args.resume) else []
     kept = [r for r in earlier if r.get("method") not in names] if args.append else []
+    # --resume: the earlier cells of these methods stay in the file until this run reaches them (an interrupted
+    # resumed run loses nothing)
+    pending = [r for r in earlier if r.get("method") in names] if args.resume else []
     videos_label = ex.describe_overrides(overrides)
     context = dict(dataset=args.dataset, videos=videos_label, commit=ex.commit(), machine=ex.machine(),
                    date=ex.today())
@@ -331,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{ex.settings_text(settings_of(r), SKIP)}: whole {value(r, 'whole_mean'):.3f}, cut "
               f"{value(r, 'cut_mean'):.3f}, open-end {value(r, 'open_end_mean'):.3f}, diverged "
               f"{value(r, 'diverged'):.0%} ({cost})", flush=True)
-        ex.write_csv_atomic(out, kept + [flat(x) for x in rows], COLUMNS)
+        if r in pending:
+            pending.remove(r)
+        ex.write_csv_atomic(out, kept + [flat(x) for x in rows] + pending, COLUMNS)
 
     for name in names:
         kind = ex.checkpoint_kind(points[name][0])

@@ -459,3 +459,20 @@ def test_grid_resume_reuses_the_cells_of_an_interrupted_run(tiny_checkpoints, tm
     assert capsys.readouterr().out.count("from the CSV") == 2 and ex.read_csv(out) == first
     assert grid.main([*base, "--resume", "--trials", "2"]) == 0  # other trials: computed again
     assert "from the CSV" not in capsys.readouterr().out
+
+    # interrupted after its first new cell, a resumed run keeps the cells it had not reached yet
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return run_grid(*args, **kwargs)
+
+    monkeypatch.setattr(grid, "run_grid", interrupted)
+    before = ex.read_csv(out)
+    with pytest.raises(KeyboardInterrupt):
+        grid.main([*base, "--resume", "--etas", "0.25", "0.3", "0.5", "1.0"])
+    after = ex.read_csv(out)
+    assert len(after) == len(before) + 1 and all(r in after for r in before)

@@ -33,9 +33,8 @@ trainer:
 extrapolation:
   methods: [tangent, linear]
   steps: 4
-  k: 2
   sigma: 0.1
-  solver: {{max_iters: 5}}
+  step: {{type: eigen, k: 2, max_iters: 5}}
   num_media_videos: 3   # 5 videos: rank 0 rolls out 0, 2, 4 and rank 1 rolls out 1, 3; video 1's
                         # frames must be gathered for the media
 model:

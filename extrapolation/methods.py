@@ -284,6 +284,8 @@ def _check_pace(method) -> None:
     object.__setattr__(method, "gain", gain)
     if method.velocity not in VELOCITIES:
         raise SettingsError(f"{method.name}.velocity must be one of {VELOCITIES}, got {method.velocity!r}")
+    if isinstance(method.substeps, bool) or not isinstance(method.substeps, int) or method.substeps < 1:
+        raise SettingsError(f"{method.name}.substeps must be a positive integer, got {method.substeps!r}")
 
 
 @register
@@ -299,6 +301,7 @@ class TangentPaced(Tangent):
     step: TangentStep = PowerFilter()
     gain: float = 0.5  # pace controller: 0 for none
     velocity: str = "transport"  # what the step projects: the previous direction (transport), or "clean" / "noisy"
+    substeps: int = 1  # steps walked per generated frame, each 1/substeps of the frame's step
 
     def __post_init__(self):
         super().__post_init__()
@@ -306,7 +309,7 @@ class TangentPaced(Tangent):
 
     def rollout(self, models, first, generators):
         return paced_rollout(models.denoise, first[:, 0], first[:, 1], self.steps, self.sigma, self.step, generators,
-                             eta=self.eta, gain=self.gain, velocity=self.velocity)
+                             eta=self.eta, gain=self.gain, velocity=self.velocity, substeps=self.substeps)
 
     def step_name(self) -> str:
         return f"{self.step.describe()}, pace of the given frames"
@@ -323,6 +326,7 @@ class LinearPaced(Linear):
     eta: float = 1.0
     gain: float = 0.5
     velocity: str = "clean"
+    substeps: int = 1
 
     def __post_init__(self):
         super().__post_init__()
@@ -330,7 +334,7 @@ class LinearPaced(Linear):
 
     def rollout(self, models, first, generators):
         return paced_rollout(models.denoise, first[:, 0], first[:, 1], self.steps, self.sigma, None, generators,
-                             eta=self.eta, gain=self.gain, velocity=self.velocity)
+                             eta=self.eta, gain=self.gain, velocity=self.velocity, substeps=self.substeps)
 
     def step_name(self) -> str:
         return "pace of the given frames"

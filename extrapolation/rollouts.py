@@ -195,6 +195,7 @@ def paced_rollout(
     eta: float = 1.0,
     gain: float = 0.5,
     velocity: str = "transport",
+    substeps: int = 1,
 ) -> tuple[Tensor, RolloutInfo]:
     """Alg. 1 with its pace taken from the two given frames (not from the noise): each step moves the noisy frame
     by c_i s along the unit tangent direction d_i and denoises, s = eta ||u1 - u0|| (the given clean displacement),
@@ -206,39 +207,43 @@ def paced_rollout(
     c_i holds the achieved pace at s: the step's own clean displacement ||D(x_{i-1} + c_i s d_i) - D(x_{i-1})|| (the
     difference cancels what the noise alone moves the denoised frame; its norm, the chord along the manifold, stays
     right where the manifold curves away from d_i) is compared with s and c_{i+1} = c_i (s / progress)^gain (per step
-    within [1/2, 2], overall within [1/4, 4]; gain 0 keeps c = 1). Returns ((B, steps+2, C, H, W), `RolloutInfo`)."""
+    within [1/2, 2], overall within [1/4, 4]; gain 0 keeps c = 1). `substeps` > 1 walks each frame's step as that many
+steps of s / substeps (each re-estimating the direction and denoising) and keeps the last frame. Returns
+((B, steps+2, C, H, W), `RolloutInfo`)."""
     u0, u1 = u0.detach(), u1.detach()
     solver_gen = _child_generators(generator)
     x_prev = u0 + _noise(u0, sigma, generator)
     x_cur = u1 + _noise(u1, sigma, generator)
-    target = eta * _norm(u1 - u0)  # (B, 1)
+    target = eta * _norm(u1 - u0) / substeps  # (B, 1): the length of one substep
     scale = torch.ones_like(target)
     clean, u_prev = (u1 - u0).flatten(1), u1
     guard, frames, infos, state, d = Divergence(u1), [u0, u1], [], None, None
     for i in range(steps):
-        if velocity == "noisy":
-            v = (x_cur - x_prev).flatten(1)
-        else:  # the first transported direction is the given displacement's
-            v = d if velocity == "transport" and d is not None else clean
-        if step is None:
-            p = v
-        else:
-            p, state, info = step(denoise, x_cur, v, state, solver_gen, i == 0)
-            infos.append(info)
-        d = _rescale(p, torch.ones_like(target))
-        with torch.no_grad():
-            # the step's own effect, D(x + c s d) - D(x): the noise alone moves the clean estimate along the
-            # manifold too (its tangent part survives denoising), which would swamp a slow video's progress
-            both = denoise(torch.cat([x_cur + (scale * target * d).view_as(x_cur), x_cur])).detach()
-        u, rest = both[: u0.shape[0]], both[u0.shape[0]:]
-        frames.append(u)
-        u = guard(u, i + 2)
-        moved = (u - u_prev).flatten(1)
-        if gain:
-            progress = _norm(u - rest)
-            ratio = torch.where(progress > 0, target / progress.clamp_min(torch.finfo(u.dtype).tiny),
-                                torch.full_like(progress, 2.0))
-            scale = (scale * ratio.clamp(0.5, 2.0) ** gain).clamp(0.25, 4.0)
-        clean, u_prev = moved, u
-        x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
+        for j in range(substeps):
+            if velocity == "noisy":
+                v = (x_cur - x_prev).flatten(1)
+            else:  # the first transported direction is the given displacement's
+                v = d if velocity == "transport" and d is not None else clean
+            if step is None:
+                p = v
+            else:
+                p, state, info = step(denoise, x_cur, v, state, solver_gen, i == 0 and j == 0)
+                infos.append(info)
+            d = _rescale(p, torch.ones_like(target))
+            with torch.no_grad():
+                # the step's own effect, D(x + c s d) - D(x): the noise alone moves the clean estimate along the
+                # manifold too (its tangent part survives denoising), which would swamp a slow video's progress
+                both = denoise(torch.cat([x_cur + (scale * target * d).view_as(x_cur), x_cur])).detach()
+            u, rest = both[: u0.shape[0]], both[u0.shape[0]:]
+            if j == substeps - 1:
+                frames.append(u)
+                u = guard(u, i + 2)
+            moved = (u - u_prev).flatten(1)
+            if gain:
+                progress = _norm(u - rest)
+                ratio = torch.where(progress > 0, target / progress.clamp_min(torch.finfo(u.dtype).tiny),
+                                    torch.full_like(progress, 2.0))
+                scale = (scale * ratio.clamp(0.5, 2.0) ** gain).clamp(0.25, 4.0)
+            clean, u_prev = moved, u
+            x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
     return guard.finish(torch.stack(frames, dim=1)), _info(guard, infos, u0)

@@ -196,3 +196,27 @@ def test_paced_rollout_follows_the_given_pace_on_the_circle_where_alg1_does_not(
     assert all(0.85 < r < 1.15 for r in paced)
     # Alg. 1's angular speed (ratio x given step) grows by under 2x while the given step grows 4x
     assert paper[2] * 0.2 < 2 * paper[0] * 0.05
+
+
+def test_paced_substeps_keep_the_pace_and_split_the_step():
+    """`substeps=3` walks each frame's step in three: the pace per generated frame is still the given one, and
+    without noise or controller a frame's three substeps cover what one step would."""
+    from extrapolation import PowerFilter
+    from extrapolation.methods import SettingsError, TangentPaced
+    from extrapolation.rollouts import paced_rollout
+
+    den, b, given = CircleDenoiser(n=64, sigma=0.05), 24, 0.2
+    u0, u1 = den.point([0.0] * b), den.point([given] * b)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in range(b)]  # noqa: E731
+    out, _ = paced_rollout(den, u0, u1, 12, 0.05, PowerFilter(), gens(), substeps=3)
+    assert out.shape[1] == 14
+    ang = den.angle_radius(out)[0]
+    pace = ((ang[:, -1] - ang[:, 1]) / 11 / given).mean().item()
+    assert 0.85 < pace < 1.15, pace
+    one, _ = paced_rollout(den, u0, u1, 1, 0.0, PowerFilter(), gens(), gain=0.0, substeps=1)
+    third, _ = paced_rollout(den, u0, u1, 1, 0.0, PowerFilter(), gens(), gain=0.0, substeps=3)
+    step_one = (den.angle_radius(one)[0][:, 2] - given).mean().item()
+    step_third = (den.angle_radius(third)[0][:, 2] - given).mean().item()
+    assert step_one == pytest.approx(given, rel=0.1) and step_third == pytest.approx(given, rel=0.1)
+    with pytest.raises(SettingsError, match="substeps must be a positive integer"):
+        TangentPaced(steps=4, sigma=0.1, substeps=0)

@@ -18,13 +18,14 @@ seeds).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import experiments as ex
 from errors import InputError
-from extrapolation.grid import combine, flat, row, value
+from extrapolation.grid import combine, flat, row, settings_of, value
 
 ROTATED_FRAMES = 300
 TRANSLATED_SPAN = 100  # frames of the 1x translated video: the span the denoiser was trained on
@@ -42,7 +43,14 @@ def speed_overrides(config: Path, speed: float, rotated_frames: int) -> list[str
 
 
 def cell_id(r: Mapping) -> tuple:
+    """The slot of a cell: profile, method, speed and checkpoint (one row each in the CSV)."""
     return (str(r["profile"]), str(r["method"]), f"{float(r['speed']):g}", str(r.get("checkpoint_sha256", "")))
+
+
+def cell_key(r: Mapping) -> tuple:
+    """What a cell was computed from: its slot, settings, videos, trials and seed (a rerun reuses only an equal one)."""
+    return cell_id(r) + (json.dumps(settings_of(r), sort_keys=True), str(r["videos"]), int(value(r, "trials")),
+                         int(value(r, "seed")))
 
 
 def markdown(rows: Sequence[Mapping], speeds: Sequence[float], title: str) -> str:
@@ -119,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("results") / f"speed_shift_{args.dataset}"
     csv_path, md_path = out.with_suffix(".csv"), out.with_suffix(".md")
     rows = ex.read_csv(csv_path) if csv_path.exists() else []
-    done = {cell_id(r) for r in rows}
+    done = {cell_key(r) for r in rows}
     device = ex.device(args.accelerator)
     loaded: dict[str, object] = {}
     for speed in args.speeds:
@@ -132,9 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ex.log(f"{profile}/{name}: no --ckpt {experiment}=...; skipped")
                 continue
             for ckpt in ckpts:
-                key = (profile, name, f"{speed:g}", ckpt["sha256"] if ckpt else "")
+                slot = (profile, name, f"{speed:g}", ckpt["sha256"] if ckpt else "")
+                key = slot + (json.dumps(ex.strict(method.settings()), sort_keys=True), " ".join(overrides),
+                              args.trials, args.seed)
                 if key in done:
                     continue
+                rows = [r for r in rows if cell_id(r) != slot]  # an older cell of this slot (other settings) goes
                 if ckpt is not None and ckpt["path"] not in loaded:
                     loaded[ckpt["path"]] = ex.load_models(**{ex.checkpoint_kind(method): ckpt["path"]}, device=device)
                 models = loaded[ckpt["path"]] if ckpt else ex.load_models()

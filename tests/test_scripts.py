@@ -476,3 +476,24 @@ def test_grid_resume_reuses_the_cells_of_an_interrupted_run(tiny_checkpoints, tm
         grid.main([*base, "--resume", "--etas", "0.25", "0.3", "0.5", "1.0"])
     after = ex.read_csv(out)
     assert len(after) == len(before) + 1 and all(r in after for r in before)
+
+
+def test_speed_shift_rows_reuse_only_an_equal_cell(tmp_path):
+    """The speed shift's reference row (no checkpoint): a held frame never moves at any speed; a rerun computes
+    nothing, and a rerun with other trials replaces the cells of that slot instead of adding to them."""
+    from scripts import speed_shift
+
+    out = tmp_path / "shift"
+    args = ["--dataset", "rot", "--profiles", "reference", "--speeds", "1", "2", "--rotated-frames", "30",
+            "--out", str(out)]
+    assert speed_shift.main(args + ["--trials", "1"]) == 0
+    rows = ex.read_csv(out.with_suffix(".csv"))
+    assert [(r["method"], float(r["speed"]), int(r["trials"])) for r in rows] == [("static", 1.0, 1), ("static", 2.0, 1)]
+    assert all(abs(float(r["speed_ratio_median"])) < 1e-9 and float(r["stalled"]) == 1.0 for r in rows)
+    before = out.with_suffix(".csv").read_text()
+    assert speed_shift.main(args + ["--trials", "1"]) == 0
+    assert out.with_suffix(".csv").read_text() == before
+    assert speed_shift.main(args + ["--trials", "2"]) == 0
+    rows = ex.read_csv(out.with_suffix(".csv"))
+    assert [(float(r["speed"]), int(r["trials"])) for r in rows] == [(1.0, 2), (2.0, 2)]
+    assert "| reference |" in out.with_suffix(".md").read_text()

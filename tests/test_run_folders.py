@@ -80,7 +80,15 @@ def test_checkpoint_errors_say_what_and_where(tmp_path):
         checkpoint_info(plain)
 
 
-def test_deferred_sigint_raises_after_the_block():
+@pytest.fixture
+def sigint_default():
+    """Ctrl-C as in a terminal: a shell's background job (nohup, `&`) starts with SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_deferred_sigint_raises_after_the_block(sigint_default):
     done = []
     with pytest.raises(KeyboardInterrupt):
         with deferred_sigint():
@@ -105,7 +113,7 @@ class _Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_ctrl_c_between_the_epoch_file_and_last_ckpt(tmp_path, monkeypatch):
+def test_ctrl_c_between_the_epoch_file_and_last_ckpt(tmp_path, monkeypatch, sigint_default):
     """SIGINT while epoch 1's file is written: last.ckpt still follows, so both hold epoch 1."""
     trainer = pl.Trainer(max_epochs=5, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[ModelCheckpoint(dirpath=str(tmp_path))])

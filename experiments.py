@@ -342,8 +342,9 @@ def device(accelerator: str = "auto"):
 
 
 def commit() -> str:
-    """The checkout's short commit, with "+uncommitted" when tracked files changed; `GIT_COMMIT` wins (a copy of
-    the tree may carry a stale .git); "unknown" without git."""
+    """The checkout's short commit, with "+uncommitted" when tracked files outside `results/` changed (the tables a
+    run writes there do not change what it computes); `GIT_COMMIT` wins (a copy of the tree may carry a stale .git);
+    "unknown" without git."""
     if os.environ.get("GIT_COMMIT"):
         return os.environ["GIT_COMMIT"]
     try:
@@ -351,7 +352,7 @@ def commit() -> str:
                              text=True).stdout.strip()
         if not sha:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+uncommitted" if dirty else "")
     except OSError:

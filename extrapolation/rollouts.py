@@ -207,9 +207,9 @@ def paced_rollout(
     c_i holds the achieved pace at s: the step's own clean displacement ||D(x_{i-1} + c_i s d_i) - D(x_{i-1})|| (the
     difference cancels what the noise alone moves the denoised frame; its norm, the chord along the manifold, stays
     right where the manifold curves away from d_i) is compared with s and c_{i+1} = c_i (s / progress)^gain (per step
-    within [1/2, 2], overall within [1/4, 4]; gain 0 keeps c = 1). `substeps` > 1 walks each frame's step as that many
-steps of s / substeps (each re-estimating the direction and denoising) and keeps the last frame. Returns
-((B, steps+2, C, H, W), `RolloutInfo`)."""
+    within [1/2, 2], overall within [1/4, 4]; gain 0 keeps c = 1). `substeps` > 1 walks each frame's step as that
+    many steps of s / substeps (each re-estimating the direction and denoising) and keeps the last frame. Returns
+    ((B, steps+2, C, H, W), `RolloutInfo`)."""
     u0, u1 = u0.detach(), u1.detach()
     solver_gen = _child_generators(generator)
     x_prev = u0 + _noise(u0, sigma, generator)

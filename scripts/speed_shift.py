@@ -47,10 +47,14 @@ def cell_id(r: Mapping) -> tuple:
     return (str(r["profile"]), str(r["method"]), f"{float(r['speed']):g}", str(r.get("checkpoint_sha256", "")))
 
 
-def cell_key(r: Mapping) -> tuple:
+def cell_key(slot: tuple, settings: Mapping, videos: str, trials: int, seed: int) -> tuple:
     """What a cell was computed from: its slot, settings, videos, trials and seed (a rerun reuses only an equal one)."""
-    return cell_id(r) + (json.dumps(settings_of(r), sort_keys=True), str(r["videos"]), int(value(r, "trials")),
-                         int(value(r, "seed")))
+    return slot + (json.dumps(settings, sort_keys=True), str(videos), int(trials), int(seed))
+
+
+def row_key(r: Mapping) -> tuple:
+    """`cell_key` of a CSV row."""
+    return cell_key(cell_id(r), settings_of(r), r["videos"], value(r, "trials"), value(r, "seed"))
 
 
 def markdown(rows: Sequence[Mapping], speeds: Sequence[float], title: str) -> str:
@@ -127,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path("results") / f"speed_shift_{args.dataset}"
     csv_path, md_path = out.with_suffix(".csv"), out.with_suffix(".md")
     rows = ex.read_csv(csv_path) if csv_path.exists() else []
-    done = {cell_key(r) for r in rows}
+    done = {row_key(r) for r in rows}
     device = ex.device(args.accelerator)
     loaded: dict[str, object] = {}
     for speed in args.speeds:
@@ -141,8 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             for ckpt in ckpts:
                 slot = (profile, name, f"{speed:g}", ckpt["sha256"] if ckpt else "")
-                key = slot + (json.dumps(ex.strict(method.settings()), sort_keys=True), " ".join(overrides),
-                              args.trials, args.seed)
+                key = cell_key(slot, ex.strict(method.settings()), " ".join(overrides), args.trials, args.seed)
                 if key in done:
                     continue
                 rows = [r for r in rows if cell_id(r) != slot]  # an older cell of this slot (other settings) goes

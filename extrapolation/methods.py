@@ -27,6 +27,7 @@ from .tangent import STEPS, EigenProjection, PowerFilter, TangentStep
 _FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
 SIGMA_GRID = (5, 10, 15, 25, 40, 60)  # selection grid of noise levels, in units of 1/255 (5: translated winners sat at 10)
 ETA_SCALES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)  # selection grid of step sizes, as multiples of the paper's
+SUBSTEPS_GRID = (1, 2)  # selection grid of the paced methods' steps per frame
 
 
 class SettingsError(InputError):
@@ -288,6 +289,11 @@ def _check_pace(method) -> None:
         raise SettingsError(f"{method.name}.substeps must be a positive integer, got {method.substeps!r}")
 
 
+def _paced_grid(points: list) -> list:
+    """The paced methods' selection grid: their sigma x eta grid at each number of substeps per frame."""
+    return [p.with_overrides(substeps=n) for n in SUBSTEPS_GRID for p in points]
+
+
 @register
 @dataclass(frozen=True, kw_only=True)
 class TangentPaced(Tangent):
@@ -314,6 +320,9 @@ class TangentPaced(Tangent):
     def step_name(self) -> str:
         return f"{self.step.describe()}, pace of the given frames"
 
+    def grid(self, paper: "Method | None" = None) -> list["Method"]:
+        return _paced_grid(super().grid(paper))
+
 
 @register
 @dataclass(frozen=True, kw_only=True)
@@ -338,6 +347,9 @@ class LinearPaced(Linear):
 
     def step_name(self) -> str:
         return "pace of the given frames"
+
+    def grid(self, paper: "Method | None" = None) -> list["Method"]:
+        return _paced_grid(super().grid(paper))
 
 
 @register

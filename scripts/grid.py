@@ -8,7 +8,7 @@
 
 Selection (no axis given): each method's own grid (`Method.grid(paper)`) around the `paper` profile of the dataset's
 settings file, keeping the rest of its `selected` settings (the tangent step). Exploration: the product of the axes
-given (`--sigmas`, `--etas`, `--steps`, `--step`, `--reencode`), each applied to the methods that have that setting,
+given (`--sigmas`, `--etas`, `--steps`, `--step`, `--reencode`, `--substeps`), each applied to the methods that have that setting,
 around the `--profile` settings. Every cell is one `extrapolation.grid.row` (readings, divergence, the checkpoint's
 path, sha256 and training seed, the commit) in the CSV `--out` (default results/grid_<dataset>.csv, rewritten after
 each cell), the grids are drawn as markdown beside it (whole / cut / open-end per cell, winner in bold), the winner
@@ -194,9 +194,22 @@ def write_selected(path: Path, chosen: Mapping[str, Any]) -> None:
     ex.write_text_atomic(path, text)
 
 
+def with_defaults(settings: Mapping, point) -> dict:
+    """A row's settings with the plain fields it lacks at `point`'s class defaults: a row written before a setting
+    existed ran that setting's default, the behaviour from before it was added."""
+    out = dict(settings)
+    if out.get("method") == point.name:
+        for f in dataclasses.fields(point):
+            if f.name not in out and isinstance(f.default, (bool, int, float, str)):
+                out[f.name] = f.default
+    return out
+
+
 def same_cell(r: Mapping, point, checkpoint: Mapping | None, videos: str, args) -> bool:
-    """Whether a CSV row is the cell `point` would compute: same settings, checkpoint, videos, trials and seed."""
-    return (json.dumps(settings_of(r), sort_keys=True) == json.dumps(ex.strict(point.settings()), sort_keys=True)
+    """Whether a CSV row is the cell `point` would compute: same settings (those the row lacks at their defaults),
+    checkpoint, videos, trials and seed."""
+    return (json.dumps(with_defaults(settings_of(r), point), sort_keys=True)
+            == json.dumps(ex.strict(point.settings()), sort_keys=True)
             and r.get("checkpoint_sha256", "") == ((checkpoint or {}).get("sha256") or "")
             and r.get("videos") == videos and int(value(r, "trials")) == args.trials
             and int(value(r, "seed")) == args.seed)
@@ -233,6 +246,7 @@ def parser() -> ex.ArgumentParser:
     p.add_argument("--step", nargs="+", default=None, metavar="JSON",
                    help='axis: tangent steps, e.g. \'{"type": "eigen", "k": 2}\' \'{"type": "filter", "power": 2}\'')
     p.add_argument("--reencode", nargs="+", default=None, choices=["true", "false"], help="axis: VAE re-encoding")
+    p.add_argument("--substeps", type=int, nargs="+", default=None, help="axis: paced methods' steps per frame")
     p.add_argument("--out", type=Path, default=None, help="CSV of the cells (default results/grid_<dataset>.csv, "
                    "relative to the working directory); the markdown grids go beside it")
     p.add_argument("--append", action="store_true", help="keep the CSV's rows of the methods not run this time")
@@ -254,7 +268,8 @@ def axes_of(args) -> dict[str, list]:
             raise InputError(f"--step {spec}: not JSON ({err.msg}); e.g. '{{\"type\": \"filter\", \"power\": 2}}'") \
                 from None
     return {"sigma": [s / 255 for s in args.sigmas] if args.sigmas else None, "eta": args.etas, "steps": args.steps,
-            "step": steps or None, "reencode": [r == "true" for r in args.reencode] if args.reencode else None}
+            "step": steps or None, "reencode": [r == "true" for r in args.reencode] if args.reencode else None,
+            "substeps": args.substeps}
 
 
 @ex.script
@@ -344,7 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for point in points[name]:
             same = [r for r in earlier if args.resume and same_cell(r, point, checkpoint, videos_label, args)]
             if same:
-                on_row(same[-1], reused=True)
+                old = same[-1]
+                if old in pending:  # the row written again with every setting named (older rows lack newer ones)
+                    pending.remove(old)
+                on_row({**old, "settings": json.dumps(ex.strict(point.settings()))}, reused=True)
             else:
                 run_grid([point], models, videos, args.trials, args.seed, on_row, batch_size=args.batch_size,
                          checkpoint=checkpoint, **context)

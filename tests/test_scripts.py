@@ -497,3 +497,39 @@ def test_speed_shift_rows_reuse_only_an_equal_cell(tmp_path):
     rows = ex.read_csv(out.with_suffix(".csv"))
     assert [(float(r["speed"]), int(r["trials"])) for r in rows] == [(1.0, 2), (2.0, 2)]
     assert "| reference |" in out.with_suffix(".md").read_text()
+
+
+def test_paced_grid_has_a_substeps_axis_and_resume_fills_older_rows(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    """The paced methods select over steps per frame too; a row written before `substeps` existed is the
+    substeps-1 cell (the default) on --resume, written back with the setting named, never a substeps-2 cell."""
+    from extrapolation import load_settings
+    from scripts import grid
+
+    paced = load_settings(ex.CONFIGS / "extrapolation" / "rot.yaml", "selected")["tangent_paced"]
+    points = paced.grid(None)
+    assert len(points) == 84 and {p.substeps for p in points} == {1, 2}
+    assert [p.settings() for p in points[:42]] == [p.with_overrides(substeps=2).settings() | {"substeps": 1}
+                                                    for p in points[42:]]
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "g.csv"
+    base = ["--dataset", "rot", "--configs", str(TESTS), "--denoiser", str(tiny_checkpoints["rot0"]), "--indices",
+            "2,3", "--methods", "linear_paced", "--sigmas", "10", "--etas", "1.0", "--substeps", "1", "2",
+            "--trials", "1", "--out", str(out)]
+    assert grid.main(base) == 0
+    first = ex.read_csv(out)
+    assert [json.loads(r["settings"])["substeps"] for r in first] == [1, 2]
+    assert first[0]["cut_mean"] != first[1]["cut_mean"]
+
+    def older(r):  # the row as written before the setting existed
+        s = json.loads(r["settings"])
+        s.pop("substeps")
+        return {**r, "settings": json.dumps(s)}
+
+    ex.write_csv_atomic(out, [older(first[0])], list(first[0]))  # the substeps-2 cell is not in the file
+    capsys.readouterr()
+    assert grid.main([*base, "--resume"]) == 0
+    assert capsys.readouterr().out.count("from the CSV") == 1
+    again = ex.read_csv(out)
+    assert len(again) == 2 and again[0] == first[0]  # named again, numbers unchanged
+    assert again[1]["cut_mean"] == first[1]["cut_mean"]  # computed, not taken from the substeps-1 row

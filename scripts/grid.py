@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import experiments as ex
 from errors import InputError
 from extrapolation.dtw import READINGS
-from extrapolation.grid import flat, run_grid, select, settings_of, value
+from extrapolation.grid import combine, flat, run_grid, select, settings_of, value
 
 SKIP = ("method", "steps")  # settings the printed lines leave out
 COLUMNS = ["dataset", "videos", "method", "label", "step", "settings", "whole_mean", "whole_std", "cut_mean",
@@ -94,12 +94,29 @@ def exploration_points(base: Mapping, names: Sequence[str], axes: Mapping[str, l
 
 
 # ------------------------------------------------------------------------------------------- output
+def over_checkpoints(rows: Sequence[Mapping]) -> list[dict]:
+    """The rows of one method, one per setting (and videos, trials, seed): a setting run with several checkpoints
+    (selection models of other training seeds) becomes their `combine`d row, mean ± std over checkpoints."""
+    groups: dict[str, list] = {}
+    for r in rows:
+        key = json.dumps([settings_of(r), r.get("videos"), str(r.get("trials")), str(r.get("seed"))], sort_keys=True)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for group in groups.values():
+        if len({r.get("checkpoint_sha256") for r in group}) == 1:
+            out.append(dict(group[-1]))  # one checkpoint: its newest row
+        else:
+            out.append({**group[0], **combine(group)})
+    return out
+
+
 def grids_markdown(rows: Sequence[Mapping], paper: Mapping, criterion: str) -> str:
     """One grid per method: columns η, rows the other settings that vary; each cell whole / cut / open-end
-    († where a rollout diverged), the winner (`select` on `criterion`) in bold, the paper's values marked."""
+    († where a rollout diverged; mean ± std over checkpoints where a setting ran with several), the winner
+    (`select` on `criterion`) in bold, the paper's values marked."""
     md = []
     for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
+        mine = over_checkpoints([r for r in rows if r["method"] == name])
         settings = [settings_of(r) for r in mine]
         try:
             best = select(mine, criterion)
@@ -116,15 +133,18 @@ def grids_markdown(rows: Sequence[Mapping], paper: Mapping, criterion: str) -> s
 
         cells: dict[str, dict] = {}
         for r, s in zip(mine, settings):
+            spread = value(r, "checkpoints") > 1
             text = " / ".join("—" if math.isnan(value(r, f"{k}_mean")) else f"{value(r, f'{k}_mean'):.3f}"
-                              for k in ("whole", "cut", "open_end"))
+                              + (f" ± {value(r, f'{k}_std'):.3f}" if spread else "") for k in ("whole", "cut", "open_end"))
             text += " †" if value(r, "diverged") > 0 else ""
             label = ", ".join(ex.setting_text(k, s.get(k)) + mark(k, s.get(k)) for k in keys) or "settings"
             cells.setdefault(label, {})[s.get("eta")] = f"**{text}**" if r is best else text
         head = [f"η {e:g}" + mark("eta", e) for e in etas] or ["cell"]
         first, step = mine[0], {r.get("step") or "" for r in mine}
+        models = max(int(value(r, "checkpoints")) if value(r, "checkpoints") > 1 else 1 for r in mine)
         md += [f"**{name}**{', step ' + step.pop() if len(step) == 1 and first.get('step') else ''}: whole / cut / open-end "
-               f"(† diverged), {first.get('trials')} trials, videos {first.get('videos')}, winner by {criterion}", "",
+               f"(† diverged), {first.get('trials')} trials, videos {first.get('videos')}"
+               f"{f', mean ± std over {models} checkpoints' if models > 1 else ''}, winner by {criterion}", "",
                "| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
         md += [f"| {label} | " + " | ".join(row.get(e, "") for e in (etas or [None])) + " |"
                for label, row in cells.items()]

@@ -533,3 +533,21 @@ def test_paced_grid_has_a_substeps_axis_and_resume_fills_older_rows(tiny_checkpo
     again = ex.read_csv(out)
     assert len(again) == 2 and again[0] == first[0]  # named again, numbers unchanged
     assert again[1]["cut_mean"] == first[1]["cut_mean"]  # computed, not taken from the substeps-1 row
+
+
+def test_grid_markdown_takes_mean_and_std_over_selection_checkpoints():
+    """A setting run with several selection models is one cell, mean ± std over them; never the last one alone."""
+    from scripts.grid import grids_markdown, over_checkpoints
+
+    def cell(eta, sha, cut):
+        return {"method": "linear", "settings": json.dumps({"method": "linear", "eta": eta, "sigma": 0.1}),
+                "videos": "v", "trials": "3", "seed": "0", "checkpoint_sha256": sha, "whole_mean": "0.5",
+                "cut_mean": str(cut), "open_end_mean": "0.1", "diverged": "0", "step": ""}
+
+    rows = [cell(1.0, "a", 0.10), cell(1.0, "b", 0.20), cell(1.0, "c", 0.30), cell(2.0, "a", 0.18)]
+    merged = over_checkpoints(rows)
+    assert len(merged) == 2 and merged[0]["checkpoints"] == 3
+    assert merged[0]["cut_mean"] == pytest.approx(0.2) and merged[0]["cut_std"] == pytest.approx(0.1)
+    md = grids_markdown(rows, {}, "cut")
+    assert "mean ± std over 3 checkpoints" in md
+    assert "0.500 ± 0.000 / 0.200 ± 0.100 / 0.100 ± 0.000" in md and "**0.500 / 0.180 / 0.100**" in md

@@ -219,7 +219,7 @@ def _truncated_idx(folder: Path) -> Path:
     (["--data.init_args.indices=[10]", "--data.init_args.data_dir=idx"], r"idx/train-images-idx3-ubyte has 8645 bytes, expected 9424 .*\(truncated\)"),
     (["--extrapolation.methods=[bogus]"], r"has no settings for \['bogus'\]"),
     # an extrapolation.SettingsError is an InputError: one line
-    (["--extrapolation.profile=bogus"], r"ExtrapolationCallback: .*rot.yaml: no profile 'bogus'; it has \['paper', 'selected', 'pace', 'substeps', 'reference'\]"),
+    (["--extrapolation.profile=bogus"], r"ExtrapolationCallback: .*rot.yaml: no profile 'bogus'; it has \['paper', 'selected', 'substeps1', 'reference'\]"),
     (["--dataset=mnist"], r"settings file configs/extrapolation/mnist.yaml does not exist"),
     (["--extrapolation.profile=paper", "--extrapolation.k=100000"], r"tangent.step.k must be in \[1, 400\]"),  # raised in the callback's setup, in fit
     (["--extrapolation.k=2"], r"tangent: k applies to an eigen-projection step, not A\^2 v"),  # the selected step has no k

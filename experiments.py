@@ -341,10 +341,13 @@ def device(accelerator: str = "auto"):
     raise InputError(f"accelerator {accelerator!r}: expected auto, cpu, gpu, cuda or mps")
 
 
+NOT_CODE = (":!results", ":!docs", ":(glob,exclude)**/*.md")  # changes that leave a run's numbers as they are
+
+
 def commit() -> str:
-    """The checkout's short commit, with "+uncommitted" when tracked files outside `results/` changed (the tables a
-    run writes there do not change what it computes); `GIT_COMMIT` wins (a copy of the tree may carry a stale .git);
-    "unknown" without git."""
+    """The checkout's short commit, with "+uncommitted" when tracked files other than the tables under `results/` and
+    the documentation (`docs/`, `*.md`) changed: those do not change what a run computes, and a run writes its tables
+    there. `GIT_COMMIT` wins (a copy of the tree may carry a stale .git); "unknown" without git."""
     if os.environ.get("GIT_COMMIT"):
         return os.environ["GIT_COMMIT"]
     try:
@@ -352,7 +355,7 @@ def commit() -> str:
                              text=True).stdout.strip()
         if not sha:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+uncommitted" if dirty else "")
     except OSError:

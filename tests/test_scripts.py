@@ -149,6 +149,32 @@ def test_checkpoint_provenance_models_and_wrong_class(tiny_checkpoints, tmp_path
         ex.config_path("bogus")
 
 
+def test_commit_is_uncommitted_for_code_changes_not_for_tables_or_docs(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for name in ("code.py", "README.md", "docs/a.md", "results/t.csv", "configs/x.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    monkeypatch.setattr(ex, "ROOT", tmp_path)
+    monkeypatch.delenv("GIT_COMMIT", raising=False)
+    clean = ex.commit()
+    assert len(clean) >= 7 and "+" not in clean
+    for name in ("README.md", "docs/a.md", "results/t.csv"):
+        (tmp_path / name).write_text("1\n")
+    assert ex.commit() == clean
+    for name in ("code.py", "configs/x.yaml"):
+        (tmp_path / name).write_text("1\n")
+        assert ex.commit() == clean + "+uncommitted"
+        git("checkout", "--", name)
+
+
 def test_device_commit_and_json_files(tmp_path, monkeypatch):
     assert ex.device("cpu").type == "cpu" and ex.device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(InputError, match="accelerator 'tpu'"):

@@ -8,8 +8,8 @@
 
 Selection (no axis given): each method's own grid (`Method.grid(paper)`) around the `paper` profile of the dataset's
 settings file, keeping the rest of its `selected` settings (the tangent step). Exploration: the product of the axes
-given (`--sigmas`, `--etas`, `--steps`, `--step`, `--reencode`, `--substeps`), each applied to the methods that have that setting,
-around the `--profile` settings. Every cell is one `extrapolation.grid.row` (readings, divergence, the checkpoint's
+given (`--sigmas`, `--etas`, `--steps`, `--step`, `--reencode`, `--substeps`), each applied to the methods that have
+that setting, around the `--profile` settings. Every cell is one `extrapolation.grid.row` (readings, divergence, the checkpoint's
 path, sha256 and training seed, the commit) in the CSV `--out` (default results/grid_<dataset>.csv, rewritten after
 each cell), the grids are drawn as markdown beside it (whole / cut / open-end per cell, winner in bold), the winner
 of each method (`extrapolation.grid.select` on `--criterion`) is printed, and `--write` writes the winners into the
@@ -135,13 +135,14 @@ def grids_markdown(rows: Sequence[Mapping], paper: Mapping, criterion: str) -> s
         for r, s in zip(mine, settings):
             spread = value(r, "checkpoints") > 1
             text = " / ".join("—" if math.isnan(value(r, f"{k}_mean")) else f"{value(r, f'{k}_mean'):.3f}"
-                              + (f" ± {value(r, f'{k}_std'):.3f}" if spread else "") for k in ("whole", "cut", "open_end"))
+                              + (f" ± {value(r, f'{k}_std'):.3f}" if spread else "")
+                              for k in ("whole", "cut", "open_end"))
             text += " †" if value(r, "diverged") > 0 else ""
             label = ", ".join(ex.setting_text(k, s.get(k)) + mark(k, s.get(k)) for k in keys) or "settings"
             cells.setdefault(label, {})[s.get("eta")] = f"**{text}**" if r is best else text
         head = [f"η {e:g}" + mark("eta", e) for e in etas] or ["cell"]
         first, step = mine[0], {r.get("step") or "" for r in mine}
-        models = max(int(value(r, "checkpoints")) if value(r, "checkpoints") > 1 else 1 for r in mine)
+        models = max((int(value(r, "checkpoints")) for r in mine if value(r, "checkpoints") > 1), default=1)
         md += [f"**{name}**{', step ' + step.pop() if len(step) == 1 and first.get('step') else ''}: whole / cut / open-end "
                f"(† diverged), {first.get('trials')} trials, videos {first.get('videos')}"
                f"{f', mean ± std over {models} checkpoints' if models > 1 else ''}, winner by {criterion}", "",
@@ -369,8 +370,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{ex.settings_text(settings_of(r), SKIP)}: whole {value(r, 'whole_mean'):.3f}, cut "
               f"{value(r, 'cut_mean'):.3f}, open-end {value(r, 'open_end_mean'):.3f}, diverged "
               f"{value(r, 'diverged'):.0%} ({cost})", flush=True)
-        if r in pending:
-            pending.remove(r)
         ex.write_csv_atomic(out, kept + [flat(x) for x in rows] + pending, COLUMNS)
 
     for name in names:
@@ -380,8 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             same = [r for r in earlier if args.resume and same_cell(r, point, checkpoint, videos_label, args)]
             if same:
                 old = same[-1]
-                if old in pending:  # the row written again with every setting named (older rows lack newer ones)
+                if old in pending:
                     pending.remove(old)
+                # written again with every setting named (a row from before a setting existed lacks it)
                 on_row({**old, "settings": json.dumps(ex.strict(point.settings()))}, reused=True)
             else:
                 run_grid([point], models, videos, args.trials, args.seed, on_row, batch_size=args.batch_size,

@@ -1,6 +1,6 @@
 """Grids of extrapolation settings: select each method's settings on videos that Table 1 never scores, or explore.
 
-    python -m scripts.grid --dataset rot --denoiser CKPT [--vae CKPT] --indices 10..19 \\
+    python -m scripts.grid --dataset rot --denoiser CKPT [CKPT ...] [--vae CKPT ...] --indices 10..19 \\
         --data-dir ../shared/data/mnist [--trials 3] [--criterion cut] [--write]
     python -m scripts.grid --dataset weizmann --denoiser CKPT --data-dir DIR --clip-start 16 --methods tangent linear
     python -m scripts.grid --dataset rot --denoiser CKPT --indices 10..19 --data-dir DIR --methods linear \\
@@ -14,6 +14,10 @@ path, sha256 and training seed, the commit) in the CSV `--out` (default results/
 each cell), the grids are drawn as markdown beside it (whole / cut / open-end per cell, winner in bold), the winner
 of each method (`extrapolation.grid.select` on `--criterion`) is printed, and `--write` writes the winners into the
 `selected` profile of the settings file (the other profiles, methods and comments kept).
+
+Several checkpoints (`--denoiser A B C`, `--vae ...`: selection models of other training seeds) run every cell with
+each checkpoint of the kind the method needs, and a method's winner is chosen on the mean over them
+(`over_checkpoints`): a setting that fails on one model cannot win on another's luck.
 
 Selection and `--write` refuse videos that Table 1 scores: MNIST selects on other digits (`--indices 10..19
 --data-dir <MNIST folder>`), Weizmann on later clips of the same sequences (`--clip-start`, `--clip-length`): a
@@ -244,9 +248,10 @@ def parser() -> ex.ArgumentParser:
     p.add_argument("--configs", type=Path, default=ex.CONFIGS, help="folder of the experiment configs")
     p.add_argument("--settings", type=Path, default=None,
                    help="extrapolation settings file (default: the config's, configs/extrapolation/<dataset>.yaml)")
-    p.add_argument("--denoiser", default=None, help="denoiser checkpoint (file or run folder), trained on the "
-                   "selection videos")
-    p.add_argument("--vae", default=None, help="VAE checkpoint, trained on the selection videos")
+    p.add_argument("--denoiser", nargs="+", default=[], metavar="CKPT", help="denoiser checkpoints (files or run "
+                   "folders), trained on the selection videos; several: the winner is chosen on their mean")
+    p.add_argument("--vae", nargs="+", default=[], metavar="CKPT", help="VAE checkpoints, trained on the selection "
+                   "videos; several: the winner is chosen on their mean")
     p.add_argument("--methods", nargs="+", default=None,
                    help="registered methods (default: the profile's, those with a checkpoint given)")
     p.add_argument("--indices", default=None, help="MNIST digits, e.g. 10..19 (selection digits)")
@@ -320,9 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = []
     for name in args.methods or [n for n, m in base.items() if type(m).selected_by_grid]:
         kind = ex.checkpoint_kind(base[name])
-        if kind is not None and given[kind] is None and args.methods:
+        if kind is not None and not given[kind] and args.methods:
             raise InputError(f"method {name} needs --{kind}")
-        if kind is not None and given[kind] is None:
+        if kind is not None and not given[kind]:
             print(f"{name}: no --{kind} checkpoint; skipped")
             continue
         names.append(name)
@@ -344,8 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = ex.device(args.accelerator)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    provenance = {k: ex.checkpoint_provenance(v, k) for k, v in given.items() if v is not None}
-    models = ex.load_models(args.denoiser, args.vae, device)
+    provenance = {k: [ex.checkpoint_provenance(v, k) for v in paths] for k, paths in given.items()}
+    for kind, found in provenance.items():
+        twice = sorted({c["path"] for c in found if sum(d["sha256"] == c["sha256"] for d in found) > 1})
+        if twice:
+            raise InputError(f"--{kind}: the same checkpoint given twice ({', '.join(map(str, twice))}); the mean "
+                             f"over checkpoints needs different ones")
     dm = ex.load_datamodule(config, overrides)
     videos = dm.videos.float().to(device)
     for ps in points.values():  # every point checked before the first rollout
@@ -366,40 +375,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_row(r: dict, reused: bool = False) -> None:
         rows.append(r)
         cost = "from the CSV" if reused else f"{value(r, 'seconds'):.1f} s"
-        print(f"{r['method']} {sum(x['method'] == r['method'] for x in rows)}/{len(points[r['method']])}: "
+        kind = ex.checkpoint_kind(points[r["method"]][0])
+        total = len(points[r["method"]]) * max(len(provenance.get(kind) or []), 1)
+        print(f"{r['method']} {sum(x['method'] == r['method'] for x in rows)}/{total}: "
               f"{ex.settings_text(settings_of(r), SKIP)}: whole {value(r, 'whole_mean'):.3f}, cut "
               f"{value(r, 'cut_mean'):.3f}, open-end {value(r, 'open_end_mean'):.3f}, diverged "
               f"{value(r, 'diverged'):.0%} ({cost})", flush=True)
         ex.write_csv_atomic(out, kept + [flat(x) for x in rows] + pending, COLUMNS)
 
-    for name in names:
-        kind = ex.checkpoint_kind(points[name][0])
-        checkpoint = provenance[kind] if kind else None
-        for point in points[name]:
-            same = [r for r in earlier if args.resume and same_cell(r, point, checkpoint, videos_label, args)]
-            if same:
-                old = same[-1]
-                if old in pending:
-                    pending.remove(old)
-                # written again with every setting named (a row from before a setting existed lacks it)
-                on_row({**old, "settings": json.dumps(ex.strict(point.settings()))}, reused=True)
-            else:
-                run_grid([point], models, videos, args.trials, args.seed, on_row, batch_size=args.batch_size,
-                         checkpoint=checkpoint, **context)
+    for i in range(max(1, *(len(v) for v in given.values()))):  # the i-th checkpoint of each kind together
+        models = ex.load_models(given["denoiser"][i] if i < len(given["denoiser"]) else None,
+                                given["vae"][i] if i < len(given["vae"]) else None, device)
+        for name in names:
+            kind = ex.checkpoint_kind(points[name][0])
+            if (kind is None and i > 0) or (kind is not None and i >= len(given[kind])):
+                continue
+            checkpoint = provenance[kind][i] if kind else None
+            for point in points[name]:
+                same = [r for r in earlier if args.resume and same_cell(r, point, checkpoint, videos_label, args)]
+                if same:
+                    old = same[-1]
+                    if old in pending:
+                        pending.remove(old)
+                    # written again with every setting named (a row from before a setting existed lacks it)
+                    on_row({**old, "settings": json.dumps(ex.strict(point.settings()))}, reused=True)
+                else:
+                    run_grid([point], models, videos, args.trials, args.seed, on_row, batch_size=args.batch_size,
+                             checkpoint=checkpoint, **context)
     all_rows = ex.read_csv(out)
     out.with_suffix(".md").write_text(grids_markdown(all_rows, paper, args.criterion))
     print(f"wrote {out} and {out.with_suffix('.md')}")
 
     winners, failed = {}, []
     for name in names:
-        mine = [r for r in rows if r["method"] == name]
+        mine = over_checkpoints([r for r in rows if r["method"] == name])  # one row per point, over checkpoints
         try:
             best = select(mine, args.criterion)
         except ValueError as err:
             failed.append(str(err))
             continue
-        winners[name] = points[name][mine.index(best)]
-        print(f"{name}: selected {ex.settings_text(settings_of(best), SKIP)} by {args.criterion}: "
+        key = json.dumps(ex.strict(settings_of(best)), sort_keys=True)
+        winners[name] = next(p for p in points[name] if json.dumps(ex.strict(p.settings()), sort_keys=True) == key)
+        models = int(value(best, "checkpoints")) if value(best, "checkpoints") > 1 else 1
+        print(f"{name}: selected {ex.settings_text(settings_of(best), SKIP)} by {args.criterion}"
+              + (f" (mean over {models} checkpoints)" if models > 1 else "") + ": "
               + ", ".join(f"{k} {value(best, f'{k}_mean'):.3f}" for k in ("whole", "cut", "open_end")))
     if failed:
         raise InputError("; ".join(failed))

@@ -577,3 +577,43 @@ def test_grid_markdown_takes_mean_and_std_over_selection_checkpoints():
     md = grids_markdown(rows, {}, "cut")
     assert "mean ± std over 3 checkpoints" in md
     assert "0.500 ± 0.000 / 0.200 ± 0.100 / 0.100 ± 0.000" in md and "**0.500 / 0.180 / 0.100**" in md
+
+
+def test_grid_selects_on_the_mean_over_selection_checkpoints(tiny_checkpoints, tmp_path, monkeypatch, capsys):
+    """Several --denoiser checkpoints: every cell runs with each, the winner is the lowest mean over them (not the
+    first model's winner), --resume reuses each model's cells, and a checkpoint given twice is refused."""
+    settings = tmp_path / "rot.yaml"
+    settings.write_text((ex.ROOT / "configs" / "extrapolation" / "rot.yaml").read_text())
+    ckpts = [str(tiny_checkpoints[f"rot{s}"]) for s in range(3)]
+    shas = [ex.checkpoint_provenance(c)["sha256"] for c in ckpts]
+    cuts = {(0.5, shas[0]): 0.10, (0.5, shas[1]): 0.50, (0.5, shas[2]): 0.40,  # first model's winner, mean 0.33
+            (1.0, shas[0]): 0.20, (1.0, shas[1]): 0.20, (1.0, shas[2]): 0.20}  # the mean's winner, 0.20
+    calls = []
+
+    def fake_run_grid(points, models, frames, trials, seed, on_row, /, checkpoint=None, **kw):
+        for p in points:
+            calls.append((p.eta, checkpoint["sha256"]))
+            on_row(dict(method=p.name, label="", step="", settings=p.settings(), whole_mean=0.5, open_end_mean=0.1,
+                        cut_mean=cuts[p.eta, checkpoint["sha256"]], diverged=0.0, trials=trials, seed=seed,
+                        checkpoint=checkpoint, **{k: v for k, v in kw.items() if k != "batch_size"}))
+
+    monkeypatch.setattr(grid, "run_grid", fake_run_grid)
+    out = tmp_path / "g.csv"
+    args = ["--dataset", "rot", "--configs", str(TESTS), "--indices", "2..3", "--trials", "1", "--settings",
+            str(settings), "--methods", "linear", "--sigmas", "10", "--etas", "0.5", "1.0", "--out", str(out),
+            "--denoiser", *ckpts]
+    assert grid.main(args + ["--write"]) == 0
+    assert sorted(calls) == sorted(cuts)  # each cell with each model, once
+    assert load_settings(settings, "selected")["linear"].eta == 1.0
+    assert "linear: selected" in capsys.readouterr().out
+    rows = ex.read_csv(out)
+    assert len(rows) == 6 and {r["checkpoint_sha256"] for r in rows} == set(shas)
+    assert "mean ± std over 3 checkpoints" in out.with_suffix(".md").read_text()
+    # one model alone picks its own winner; --resume computes nothing again
+    calls.clear()
+    assert grid.main(args[:-3] + [ckpts[0], "--resume", "--write"]) == 0
+    assert calls == [] and load_settings(settings, "selected")["linear"].eta == 0.5
+    assert grid.main(args + ["--resume"]) == 0 and calls == []
+    capsys.readouterr()
+    assert grid.main(args + [ckpts[0]]) == 2
+    assert "--denoiser: the same checkpoint given twice" in capsys.readouterr().err

@@ -128,7 +128,7 @@ def data_overrides(indices: str | Sequence[int] | None = None, data_dir: str | P
     """Config overrides that select other videos: MNIST digits `indices` ('10..19', '0,3' or a list), Weizmann
     clips of `clip_length` frames from frame `clip_start`, `num_frames` per MNIST video, the motion per frame `step`
     (the dataset's `step_*` argument: degrees when rotated, pixels when translated; needs `config`), Weizmann's clip
-    rule `clips` (e.g. "unscored") and the data folder."""
+    rule `clips` (e.g. "unscored") and the data folder (made absolute)."""
     out = [f"--data.init_args.clips={clips}"] if clips is not None else []  # num_clips: the config's scored count
     if indices is not None:
         out.append(f"--data.init_args.indices=[{','.join(map(str, index_list(indices)))}]")
@@ -142,8 +142,8 @@ def data_overrides(indices: str | Sequence[int] | None = None, data_dir: str | P
         if len(names) != 1:
             raise InputError(f"{config}: its videos have no motion step to override (data arguments step_*)")
         out.append(f"--data.init_args.{names[0]}={float(step)}")
-    if data_dir is not None:
-        out.append(f"--data.init_args.data_dir={data_dir}")
+    if data_dir is not None:  # absolute: rows name their videos the same however the folder was spelled
+        out.append(f"--data.init_args.data_dir={Path(data_dir).resolve()}")
     return out
 
 

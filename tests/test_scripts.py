@@ -110,7 +110,8 @@ def test_combine_over_checkpoints():
 
 # ------------------------------------------------------------------------------------------- experiments
 def test_data_overrides_and_settings_file():
-    assert ex.data_overrides("10..11", "mnist") == ["--data.init_args.indices=[10,11]", "--data.init_args.data_dir=mnist"]
+    absolute = f"--data.init_args.data_dir={ex.ROOT.parent / 'mnist'}"  # however the folder is spelled
+    assert ex.data_overrides("10..11", ex.ROOT / ".." / "mnist") == ["--data.init_args.indices=[10,11]", absolute]
     assert ex.data_overrides(clip_start=5, clip_length=16, num_frames=40) == [
         "--data.init_args.clip_start=5", "--data.init_args.clip_length=16", "--data.init_args.num_frames=40"]
     assert ex.data_overrides(step=1.8, config=ROT) == ["--data.init_args.step_deg=1.8"]

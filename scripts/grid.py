@@ -230,11 +230,15 @@ def with_defaults(settings: Mapping, point) -> dict:
     return out
 
 
+def settings_key(settings: Mapping) -> str:
+    """Settings as canonical JSON: a CSV row's and a point's compare equal when they name the same cell."""
+    return json.dumps(ex.strict(settings), sort_keys=True)
+
+
 def same_cell(r: Mapping, point, checkpoint: Mapping | None, videos: str, args) -> bool:
     """Whether a CSV row is the cell `point` would compute: same settings (those the row lacks at their defaults),
     checkpoint, videos, trials and seed."""
-    return (json.dumps(with_defaults(settings_of(r), point), sort_keys=True)
-            == json.dumps(ex.strict(point.settings()), sort_keys=True)
+    return (settings_key(with_defaults(settings_of(r), point)) == settings_key(point.settings())
             and r.get("checkpoint_sha256", "") == ((checkpoint or {}).get("sha256") or "")
             and r.get("videos") == videos and int(value(r, "trials")) == args.trials
             and int(value(r, "seed")) == args.seed)
@@ -414,11 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             failed.append(str(err))
             continue
-        key = json.dumps(ex.strict(settings_of(best)), sort_keys=True)
-        winners[name] = next(p for p in points[name] if json.dumps(ex.strict(p.settings()), sort_keys=True) == key)
-        models = int(value(best, "checkpoints")) if value(best, "checkpoints") > 1 else 1
+        winners[name] = next(p for p in points[name] if settings_key(p.settings()) == settings_key(settings_of(best)))
+        over = value(best, "checkpoints")  # NaN for a one-checkpoint row
         print(f"{name}: selected {ex.settings_text(settings_of(best), SKIP)} by {args.criterion}"
-              + (f" (mean over {models} checkpoints)" if models > 1 else "") + ": "
+              + (f" (mean over {int(over)} checkpoints)" if over > 1 else "") + ": "
               + ", ".join(f"{k} {value(best, f'{k}_mean'):.3f}" for k in ("whole", "cut", "open_end")))
     if failed:
         raise InputError("; ".join(failed))

@@ -100,17 +100,19 @@ def exploration_points(base: Mapping, names: Sequence[str], axes: Mapping[str, l
 # ------------------------------------------------------------------------------------------- output
 def over_checkpoints(rows: Sequence[Mapping]) -> list[dict]:
     """The rows of one method, one per setting (and videos, trials, seed): a setting run with several checkpoints
-    (selection models of other training seeds) becomes their `combine`d row, mean ± std over checkpoints."""
+    (selection models of other training seeds) becomes their `combine`d row, mean ± std over checkpoints, each
+    checkpoint's newest row once."""
     groups: dict[str, list] = {}
     for r in rows:
         key = json.dumps([settings_of(r), r.get("videos"), str(r.get("trials")), str(r.get("seed"))], sort_keys=True)
         groups.setdefault(key, []).append(r)
     out = []
     for group in groups.values():
-        if len({r.get("checkpoint_sha256") for r in group}) == 1:
-            out.append(dict(group[-1]))  # one checkpoint: its newest row
+        newest = list({r.get("checkpoint_sha256"): r for r in group}.values())  # a cell run twice counts once
+        if len(newest) == 1:
+            out.append(dict(newest[0]))
         else:
-            out.append({**group[0], **combine(group)})
+            out.append({**newest[0], **combine(newest)})
     return out
 
 
@@ -377,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict] = []
 
     def on_row(r: dict, reused: bool = False) -> None:
+        r = flat(r)  # a fresh row named like a CSV one (checkpoint_sha256), so over_checkpoints tells models apart
         rows.append(r)
         cost = "from the CSV" if reused else f"{value(r, 'seconds'):.1f} s"
         kind = ex.checkpoint_kind(points[r["method"]][0])

@@ -44,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dm = ex.load_datamodule(args.config, stage="fit")
     frames, videos = dm.train_set.frames.float(), dm.videos.float()
-    rollout = load_settings(ex.settings_file(args.config), args.profile)[args.method]
+    methods = load_settings(ex.settings_file(args.config), args.profile)
+    if args.method not in methods:
+        parser.error(f"--method {args.method}: not in the {args.profile!r} profile of {ex.settings_file(args.config)} "
+                     f"(it has {', '.join(methods)}); give --profile")
+    rollout = methods[args.method]
 
     results = {}
     losses = {"none": NoiseLoss(), "inverse_variance": InverseVarianceNoiseLoss(args.floor / 255)}

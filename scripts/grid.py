@@ -104,7 +104,7 @@ def over_checkpoints(rows: Sequence[Mapping]) -> list[dict]:
     checkpoint's newest row once."""
     groups: dict[str, list] = {}
     for r in rows:
-        key = json.dumps([settings_of(r), r.get("videos"), str(r.get("trials")), str(r.get("seed"))], sort_keys=True)
+        key = json.dumps([settings_key(settings_of(r)), r.get("videos"), str(r.get("trials")), str(r.get("seed"))])
         groups.setdefault(key, []).append(r)
     out = []
     for group in groups.values():
@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{ex.settings_text(settings_of(r), SKIP)}: whole {value(r, 'whole_mean'):.3f}, cut "
               f"{value(r, 'cut_mean'):.3f}, open-end {value(r, 'open_end_mean'):.3f}, diverged "
               f"{value(r, 'diverged'):.0%} ({cost})", flush=True)
-        ex.write_csv_atomic(out, kept + [flat(x) for x in rows] + pending, COLUMNS)
+        ex.write_csv_atomic(out, kept + rows + pending, COLUMNS)
 
     for i in range(max(1, *(len(v) for v in given.values()))):  # the i-th checkpoint of each kind together
         models = ex.load_models(given["denoiser"][i] if i < len(given["denoiser"]) else None,

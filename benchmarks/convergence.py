@@ -3,9 +3,10 @@
     python -m benchmarks.convergence runs/rot/version_0 runs/rot_fp32/version_0 --out docs/convergence_rot.png
 
 Reads each run folder's `metrics.csv` (val/psnr_15, _25, _50, logged every `check_val_every_n_epoch`) and
-`config.yaml` (the batch size: images = global step x batch size), draws PSNR at 25/255 against training
-images for every run, and prints per run and noise level the final PSNR, the PSNR at 50% / 80% / 90% of the
-images and the gain over the last 10% of them (the budget rule: under 0.05 dB means the curve is flat).
+`config.yaml` (the batch size: images = global step x batch size; a run resumed from another's checkpoint, its
+`ckpt_path`, continues that run's curve), draws PSNR at 25/255 against training images for every run, and prints
+per run and noise level the final PSNR, the PSNR at 50% / 80% / 90% of the images (linear between validations)
+and the gain over the last 10% of them (the budget rule: under 0.05 dB means the curve is flat).
 """
 from __future__ import annotations
 
@@ -18,30 +19,54 @@ SIGMAS = (15, 25, 50)
 
 
 def read_run(folder: Path) -> tuple[list[int], dict[int, list[float]]]:
-    """(training images at each validation, {sigma: PSNR at each validation}) of one run folder."""
+    """(training images at each validation, {sigma: PSNR at each validation}) of one run folder; a run resumed from
+    another run's checkpoint (its config's `ckpt_path`) continues that run's curve."""
     import yaml
 
     metrics, config = folder / "metrics.csv", folder / "config.yaml"
     for path in (metrics, config):
         if not path.is_file():
             raise SystemExit(f"error: {path} does not exist (expected a finished run folder runs/<exp>/version_N)")
-    batch = yaml.safe_load(config.read_text())["data"]["init_args"]["batch_size"]
-    images, psnr = [], {s: [] for s in SIGMAS}
+    settings = yaml.safe_load(config.read_text())
+    batch = settings["data"]["init_args"]["batch_size"]
+    steps, psnr = [], {s: [] for s in SIGMAS}
     with open(metrics, newline="") as f:
         for row in csv.DictReader(f):
             if row.get("val/psnr_25"):
-                images.append(int(row["step"]) * batch)
+                steps.append(int(row["step"]))
                 for s in SIGMAS:
                     psnr[s].append(float(row[f"val/psnr_{s}"]))
-    if not images:
+    if not steps:
         raise SystemExit(f"error: {metrics} holds no val/psnr_25 rows")
-    return images, psnr
+    earlier = resumed_from(folder, settings.get("ckpt_path"))
+    if earlier is not None:
+        before, old = read_run(earlier)
+        keep = [i for i, n in enumerate(before) if n < steps[0] * batch]
+        return [before[i] for i in keep] + [n * batch for n in steps], {
+            s: [old[s][i] for i in keep] + psnr[s] for s in SIGMAS}
+    return [n * batch for n in steps], psnr
+
+
+def resumed_from(folder: Path, ckpt_path: str | None) -> Path | None:
+    """The run folder of the checkpoint a run resumed from (relative paths: to the working directory the run
+    started in, the folder above `runs/`), or None."""
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+        return None
+    for base in (Path.cwd(), folder.resolve().parents[2]):
+        ckpt = base / ckpt_path
+        if ckpt.is_file() and (ckpt.parent.parent / "metrics.csv").is_file():
+            return ckpt.parent.parent
+    print(f"warning: {folder}: resumed from {ckpt_path}, not found; its curve starts at this run", file=sys.stderr)
+    return None
 
 
 def at(images: list[int], values: list[float], fraction: float) -> float:
-    """The value at the first validation at or after `fraction` of the run's images."""
+    """The value at `fraction` of the run's images, linear between the validations around it."""
     target = fraction * images[-1]
-    return next(v for i, v in zip(images, values) if i >= target)
+    for (i0, v0), (i1, v1) in zip(zip(images, values), zip(images[1:], values[1:])):
+        if i0 <= target <= i1:
+            return v0 if i1 == i0 else v0 + (v1 - v0) * (target - i0) / (i1 - i0)
+    return values[0]  # before the first validation
 
 
 def main(argv=None) -> None:

@@ -435,6 +435,34 @@ def test_bench_training_side_by_side(capsys):
     assert fields[7:9] == ["32", "1"] and "bfloat16 + channels-last" in line  # 40 - 8 frames per epoch, 1 epoch
 
 
+def test_convergence_continues_a_resumed_run_and_interpolates(tmp_path, monkeypatch, capsys):
+    """A run resumed from another's checkpoint (its config's ckpt_path, relative to the working directory) continues
+    that run's curve from where it stopped; PSNR at a fraction of the images is linear between validations."""
+    from benchmarks import convergence
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(version, rows, ckpt_path):
+        folder = tmp_path / "runs" / "exp" / version
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+        (folder / "config.yaml").write_text(f"data: {{init_args: {{batch_size: 10}}}}\nckpt_path: {ckpt_path}\n")
+        lines = ["epoch,step,val/psnr_15,val/psnr_25,val/psnr_50,train/loss"]
+        lines += [f"{e},{n},{p + 5},{p},{p - 5}," for e, n, p in rows] + ["9,95,,,,0.1"]
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+        return folder
+
+    run("version_0", [(0, 10, 20.0), (1, 20, 22.0), (2, 30, 23.0)], "null")  # stopped after step 30
+    resumed = run("version_1", [(2, 30, 23.5), (3, 40, 24.0), (4, 50, 26.0)], "runs/exp/version_0/checkpoints/last.ckpt")
+    images, psnr = convergence.read_run(resumed)
+    assert images == [100, 200, 300, 400, 500] and psnr[25] == [20.0, 22.0, 23.5, 24.0, 26.0]
+    assert psnr[50] == [15.0, 17.0, 18.5, 19.0, 21.0]
+    assert convergence.at(images, psnr[25], 0.9) == pytest.approx(25.0)  # 450 images: half-way from 24 to 26
+    assert convergence.at(images, psnr[25], 0.1) == 20.0  # before the first validation
+    convergence.main([str(resumed)])
+    assert "| 15 | 0k | 27.75 | 29.00 | 30.00 | 31.00 | +1.000 |" in capsys.readouterr().out
+
+
 def test_table_no_train_takes_the_newest_run_of_the_working_directory(tiny_checkpoints, tmp_path, monkeypatch,
                                                                       capsys):
     """--no-train without --ckpt: the experiment's newest checkpoint under the working directory's runs/ (none:

@@ -242,13 +242,19 @@ def table_rows(cells: Sequence[Mapping]) -> list[dict]:
         seeds = [(c.get("checkpoint") or {}).get("training_seed") for c in group]
         out.append(dict(zip(ROW, key), label=first["label"], step=first["step"], settings=first["settings"],
                         **combine(group), trials=first["trials"], seed=first["seed"],
-                        paper=PAPER.get((key[0], key[4])) if key[1] == "config" else None,
+                        paper=PAPER.get((key[0], key[4])) if the_config_videos(key[1]) else None,
                         checkpoint_sha256=" ".join(s for s in shas if s), training_seeds=" ".join(
                             str(s) for s in seeds if s is not None),
                         commits=" ".join(sorted({c["commit"] for c in group})),
                         machines="; ".join(sorted({c["machine"] for c in group})),
                         date=max(c["date"] for c in group)))
     return out
+
+
+def the_config_videos(videos) -> bool:
+    """Whether a cell's videos are the config's: none overridden, or only the folder they are read from (Weizmann's
+    `data_dir`: where the data lies, not which clips)."""
+    return videos in (None, "", "config") or all(o.startswith("data_dir=") for o in str(videos).split())
 
 
 def _order(r: Mapping) -> tuple:
@@ -258,7 +264,7 @@ def _order(r: Mapping) -> tuple:
     methods = list(METHODS)
     profile = str(r.get("profile"))
     return (names.index(r["dataset"]) if r["dataset"] in names else len(names), str(r.get("clip_length") or ""),
-            r.get("videos") != "config", str(r.get("videos")),
+            not the_config_videos(r.get("videos")), str(r.get("videos")),
             methods.index(r["method"]) if r["method"] in methods else len(methods),
             {"paper": 0, "selected": 1}.get(profile, 2), profile)
 
@@ -300,7 +306,7 @@ def table_markdown(rows: Sequence[Mapping]) -> str:
         ds, videos, clip_length = section
         mine = [r for r in rows if tuple(r.get(k) or "" for k in SECTION) == section]
         title = DATASET_NAMES.get(ds, ds) + (f", {clip_length}-frame clips" if clip_length else "") + (
-            f", videos {videos}" if videos and videos != "config" and not clip_length else "")
+            f", videos {videos}" if videos and not the_config_videos(videos) and not clip_length else "")
         md += [f"## {title}", "", "| method | profile | step | whole | cut | open-end | speed | diverged | paper | "
                "checkpoints | settings |", "|---" * 11 + "|"]
         for r in mine:

@@ -420,6 +420,13 @@ def test_table_weizmann_longer_clips(strips, tmp_path):
     md = (tmp_path / "out" / "table1.md").read_text()
     assert "## Weizmann Action, 8-frame clips" in md and "| Denoiser baseline (Alg. 2) | paper |  |" in md
     assert "0.158" not in md  # the paper scored 5-frame clips only
+    # the config's clips, read from a data folder: the paper's own section, with the paper's value beside
+    assert table.main(["--datasets", "weizmann", "--configs", str(TESTS), "--no-train", "--trials", "1",
+                       "--methods", "linear", "--profiles", "paper", "--no-figures", "--data-dir", str(strips),
+                       "--ckpt", f"weizmann={tmp_path / 'weizmann.ckpt'}", "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "## Weizmann Action\n" in md and "videos data_dir" not in md and "| 0.158 |" in md
+    assert md.index("## Weizmann Action\n") < md.index("## Weizmann Action, 8-frame clips")
 
 
 # ------------------------------------------------------------------------------------------- benchmarks

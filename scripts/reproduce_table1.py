@@ -181,8 +181,10 @@ def evaluate_dataset(ds: str, args, given: Mapping[str, list[str]]) -> list[dict
     ckpts = checkpoints(ds, needed, given, args)
     overrides = ex.data_overrides(args.indices, args.data_dir, clip_length=args.clip_length)
     data = ex.data_settings(config, overrides)
+    # the commit of the code this process loaded, not of the checkout when a long cell ends
     context = dict(dataset=ds, videos=ex.describe_overrides(overrides), clip_length=args.clip_length, seed=args.seed,
-                   data_args=overrides, settings_file=str(settings_path), train_args=args.train_args)
+                   data_args=overrides, settings_file=str(settings_path), train_args=args.train_args,
+                   commit=args.commit)
     cells_dir = args.out / "cells"
     cells, todo = [], []
     for profile, ms in methods.items():
@@ -215,7 +217,7 @@ def evaluate_dataset(ds: str, args, given: Mapping[str, list[str]]) -> list[dict
         method.check_frame(videos[0, 0].numel())
         res = evaluate(models[ckpt["path"]] if ckpt else ex.load_models(), videos, method, args.trials, args.seed,
                        keep_frames=figure)
-        cell = row(method, res, profile=profile, **context, checkpoint=ckpt, key=key, commit=ex.commit(),
+        cell = row(method, res, profile=profile, **context, checkpoint=ckpt, key=key,
                    machine=ex.machine(), date=ex.today())
         ex.write_json_atomic(path, cell)
         cells.append(ex.read_json(path))
@@ -409,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from extrapolation import METHODS
 
     args = parser().parse_args(argv)
+    args.commit = ex.commit()
     args.train_args = [a for a in args.train_args if a != "--"]
     if args.trials < 1:
         raise InputError(f"--trials must be at least 1, got {args.trials}")

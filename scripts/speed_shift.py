@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = {row_key(r) for r in rows}
     device = ex.device(args.accelerator)
     loaded: dict[str, object] = {}
+    commit = ex.commit()  # of the code this process loaded, not of the checkout when a long cell ends
     for speed in args.speeds:
         overrides = ex.data_overrides(args.indices, args.data_dir) + speed_overrides(config, speed, args.rotated_frames)
         videos = ex.load_datamodule(config, overrides).videos.float().to(device)
@@ -155,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 method.check_frame(videos[0, 0].numel())
                 res = evaluate(models, videos, method, args.trials, args.seed)
                 r = flat(row(method, res, profile=profile, dataset=args.dataset, speed=speed, videos=" ".join(overrides),
-                             checkpoint=ckpt, seed=args.seed, commit=ex.commit(), machine=ex.machine(),
+                             checkpoint=ckpt, seed=args.seed, commit=commit, machine=ex.machine(),
                              date=ex.today()))
                 r.pop("per_video", None), r.pop("per_video_cut", None)
                 rows.append(r)

@@ -470,6 +470,17 @@ def test_convergence_continues_a_resumed_run_and_interpolates(tmp_path, monkeypa
     assert "| 15 | 0k | 27.75 | 29.00 | 30.00 | 31.00 | +1.000 |" in capsys.readouterr().out
 
 
+def test_table_cells_name_the_commit_the_script_started_from(tiny_checkpoints, tmp_path, monkeypatch):
+    """A cell records the commit of the code the process loaded, not the checkout's when the cell ends."""
+    commits = iter(["aaaaaaa", "bbbbbbb", "ccccccc"])
+    monkeypatch.setattr(ex, "commit", lambda: next(commits))
+    assert table.main(["--datasets", "rot", "--configs", str(TESTS), "--no-train", "--trials", "1", "--methods",
+                       "linear", "static", "--profiles", "paper", "reference", "--no-figures",
+                       "--ckpt", f"rot={tiny_checkpoints['rot0']}", "--out", str(tmp_path)]) == 0
+    cells = [ex.read_json(p) for p in (tmp_path / "cells").glob("*.json")]
+    assert len(cells) == 2 and {c["commit"] for c in cells} == {"aaaaaaa"}
+
+
 def test_table_no_train_takes_the_newest_run_of_the_working_directory(tiny_checkpoints, tmp_path, monkeypatch,
                                                                       capsys):
     """--no-train without --ckpt: the experiment's newest checkpoint under the working directory's runs/ (none:

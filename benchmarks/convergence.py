@@ -62,11 +62,9 @@ def resumed_from(folder: Path, ckpt_path: str | None) -> Path | None:
 
 def at(images: list[int], values: list[float], fraction: float) -> float:
     """The value at `fraction` of the run's images, linear between the validations around it."""
-    target = fraction * images[-1]
-    for (i0, v0), (i1, v1) in zip(zip(images, values), zip(images[1:], values[1:])):
-        if i0 <= target <= i1:
-            return v0 if i1 == i0 else v0 + (v1 - v0) * (target - i0) / (i1 - i0)
-    return values[0]  # before the first validation
+    import numpy as np
+
+    return float(np.interp(fraction * images[-1], images, values))
 
 
 def main(argv=None) -> None:

@@ -1,23 +1,31 @@
-"""Benchmark: tangent steps on trained denoisers, against the linear baseline in the same run.
+"""Benchmark: what a rollout costs against the linear baseline (Alg. 2) in the same run, and what it scores.
 
-For each dataset and step: seconds per 10-video rollout, Jacobian applications (J q or J^T q) per image per step,
-forward-equivalents per step (rollout time per step / one batched forward of the same videos), and DTW-SSID both
-readings (mean +- std over trials), with the difference to the solved eigen-projection `block` (Alg. 1 as written).
-Every cell is an `extrapolation.grid.row` from `run_grid` (all trials of all videos in one batched call).
+For each dataset: the profile's methods (default: Alg. 1 `tangent`, the paced tangent method and the paced
+baseline, all at their `selected` settings) and Alg. 1 with other tangent steps (`--steps`), each timed against
+`--baseline` (linear, at its own settings): seconds per 10-video rollout (all trials batched in one call, divided
+by the trials), the ratio to linear, denoiser passes per generated frame (images denoised, counted), the same
+plus 2 per VJP (forward-equivalents by count), forward-equivalents by time (seconds per frame / one forward of
+the first frames), and DTW-SSID cut, open-end and whole (mean +- std over trials). Cells are
+`extrapolation.grid.row`s from `run_grid`; `--cache` keeps finished cells (same checkpoint, videos, settings and
+commit).
 
     python -m benchmarks.bench_rollout --ckpt rot=runs/rot/.../last.ckpt --ckpt trans=... \\
-        [--indices 10-19 --data-dir ../shared/data/mnist] [--trials 5] [--steps block filter-A2 ...] [--out FILE]
+        [--indices 10-19 --data-dir ../shared/data/mnist] [--trials 5] [--steps filter-J2 block ...] [--out FILE] \\
+        [--device gpu]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import experiments as ex
+from errors import InputError
 from extrapolation import load_settings, run_grid
 
 STEPS = {  # name -> the tangent step (settings-file form); eigen steps take k from --k
@@ -62,6 +70,27 @@ def cached_rows(cache: Path | None, key: dict, compute) -> dict:
     return r
 
 
+class Counted:
+    """The denoiser, counting the images it denoises (all calls, batched or not)."""
+
+    def __init__(self, denoise):
+        self.denoise, self.images = denoise, 0
+
+    def __call__(self, x):
+        self.images += x.shape[0]
+        return self.denoise(x)
+
+
+def _vjps_per_step(method) -> float:
+    """VJPs per image per step of a method's tangent step (each worth about two forward passes)."""
+    step = getattr(method, "step", None)
+    if step is None or not getattr(step, "symmetric", False):
+        return 0.0
+    if getattr(step, "name", "") == "filter":
+        return float(step.power) * getattr(method, "substeps", 1)
+    return math.nan  # an eigen-solve: as many as its iterations; `applications` counts them
+
+
 def bench(dataset: str, ckpt: str, args) -> list[str]:
     config = ex.config_path(args.configs / f"{dataset}.yaml")
     device = ex.device(args.device)
@@ -70,40 +99,48 @@ def bench(dataset: str, ckpt: str, args) -> list[str]:
     overrides = ex.data_overrides(args.indices, args.data_dir)
     videos = ex.load_datamodule(config, overrides).videos.float().to(device)
     settings = load_settings(ex.settings_file(config), args.profile)
+    for name in [*args.methods, args.method, args.baseline]:
+        if name not in settings:
+            raise InputError(f"--methods: {ex.settings_file(config)} [{args.profile}] has no {name!r}; "
+                             f"it has {sorted(settings)}")
     tangent = settings[args.method]
     k = args.k or getattr(tangent.step, "k", 4)
-    baseline = settings[args.baseline].override(eta=tangent.eta, sigma=tangent.sigma)
     n_videos, steps = videos.shape[0], tangent.steps
     t_fwd = forward_seconds(models.denoise, videos[:, 0])
     print(f"\n{dataset}: {ckpt} ({provenance['sha256']}), videos {ex.describe_overrides(overrides)}, {n_videos} videos "
-          f"x {steps} steps, {args.trials} trials; eta {tangent.eta}, sigma {tangent.sigma * 255:.3g}/255, k {k}; "
-          f"one forward of {n_videos} frames {1e3 * t_fwd:.1f} ms", flush=True)
-    points = {args.baseline: baseline}
-    for name in args.steps:
+          f"x {steps} steps, {args.trials} trials, profile {args.profile}; one forward of {n_videos} frames "
+          f"{1e3 * t_fwd:.1f} ms", flush=True)
+    points = {args.baseline: settings[args.baseline]}
+    points.update({name: settings[name] for name in args.methods})
+    for name in args.steps:  # the Alg. 1 method with other steps, at its own sigma and eta
         step = dict(STEPS[name], **({"k": k} if STEPS[name]["type"] == "eigen" else {}))
-        points[name] = tangent.with_overrides(step=step)
-    rows = {}
+        points[f"{args.method} {name}"] = tangent.with_overrides(step=step)
+    rows, passes = {}, {}
     for name, method in points.items():
-        key = dict(checkpoint=provenance["sha256"], videos=overrides, trials=args.trials, settings=method.settings())
-        rows[name] = cached_rows(args.cache, key, lambda method=method: run_grid([method], models, videos, args.trials)[0])
+        key = dict(checkpoint=provenance["sha256"], videos=overrides, trials=args.trials, settings=method.settings(),
+                   commit=ex.commit())
+        counted = Counted(models.denoise)
+        run = dataclasses.replace(models, denoise=counted)
+        rows[name] = cached_rows(args.cache, key, lambda method=method, run=run, counted=counted: dict(
+            run_grid([method], run, videos, args.trials)[0],
+            passes=counted.images / (n_videos * args.trials * method.steps)))
         r = rows[name]
-        print(f"  {name}: {r['seconds'] / args.trials:.1f} s per rollout, whole {r['whole_mean']:.3f}, "
-              f"cut {r['cut_mean']:.3f}", flush=True)
-    ref = rows.get("block")
+        print(f"  {name}: {r['seconds'] / args.trials:.2f} s per rollout, {r['passes']:.1f} passes / frame, "
+              f"cut {r['cut_mean']:.3f}, open-end {r['open_end_mean']:.3f}", flush=True)
+        passes[name] = r["passes"] + 2 * _vjps_per_step(method)
     t_lin = rows[args.baseline]["seconds"] / args.trials
-    lines = [f"### {dataset} ({n_videos} videos x {steps} steps, {args.trials} trials, eta {tangent.eta}, "
-             f"sigma {tangent.sigma * 255:.3g}/255, k {k})", "",
-             "| solver | step | s / rollout | x linear | J applications / image / step | forward-equiv. / step | "
-             "whole | cut | whole - block | cut - block |", "|" + "---|" * 10]
+    lines = [f"### {dataset} ({n_videos} videos x {steps} steps, {args.trials} trials batched, profile {args.profile}; "
+             f"{ckpt}, sha256 {provenance['sha256']})", "",
+             "| method | step | s / rollout | x linear | denoiser passes / frame | + 2 x VJPs | "
+             "forward-equiv. / frame (time) | cut | open-end | whole |", "|" + "---|" * 10]
     for name, r in rows.items():
         per = r["seconds"] / args.trials
+
         def sd(key, r=r):
             return f" +- {r[key]:.3f}" if args.trials > 1 else ""
-        dw = f"{r['whole_mean'] - ref['whole_mean']:+.3f}" if ref is not None else ""
-        dc = f"{r['cut_mean'] - ref['cut_mean']:+.3f}" if ref is not None else ""
-        lines.append(f"| {name} | {r['step']} | {per:.1f} | {per / t_lin:.1f} | {r['applications']:.0f} | "
-                     f"{per / steps / t_fwd:.1f} | {r['whole_mean']:.3f}{sd('whole_std')} | "
-                     f"{r['cut_mean']:.3f}{sd('cut_std')} | {dw} | {dc} |")
+        lines.append(f"| {name} | {r['step']} | {per:.2f} | {per / t_lin:.1f} | {r['passes']:.1f} | "
+                     f"{passes[name]:.1f} | {per / steps / t_fwd:.1f} | {r['cut_mean']:.3f}{sd('cut_std')} | "
+                     f"{r['open_end_mean']:.3f}{sd('open_end_std')} | {r['whole_mean']:.3f}{sd('whole_std')} |")
     return lines
 
 
@@ -118,12 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (indices >= 10)")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--profile", default="selected", help="settings profile for eta, sigma")
-    p.add_argument("--method", default="tangent", help="the method whose step varies")
-    p.add_argument("--baseline", default="linear", help="the method every step is timed against")
+    p.add_argument("--methods", nargs="+", default=["tangent", "tangent_paced", "linear_paced"],
+                   help="methods at the profile's settings, each a row")
+    p.add_argument("--method", default="tangent", help="the method whose step varies (--steps)")
+    p.add_argument("--baseline", default="linear", help="the method every row is timed against (its own settings)")
     p.add_argument("--k", type=int, default=None, help="k of the eigen-projection steps (default: the profile's "
                    "step's, else 4)")
-    p.add_argument("--steps", nargs="+", default=[s for s in STEPS if s not in ("power", "block-fd")],
-                   choices=list(STEPS))
+    p.add_argument("--steps", nargs="*", default=["filter-J2", "filter-A2"], choices=list(STEPS),
+                   help="the --method with these steps beside its own (block and the subspace steps take minutes)")
     p.add_argument("--configs", type=Path, default=ex.CONFIGS)
     p.add_argument("--cache", type=Path, default=None,
                    help="JSON file of finished cells: a rerun with the same checkpoint, videos and settings reuses them")

@@ -1,5 +1,7 @@
 """Lightning callbacks."""
 from .checkpoint import ModelCheckpoint
+from .clock import WallClock
+from .ema import EMA
 from .rollout_metrics import ExtrapolationCallback
 
-__all__ = ["ExtrapolationCallback", "ModelCheckpoint"]
+__all__ = ["EMA", "ExtrapolationCallback", "ModelCheckpoint", "WallClock"]

@@ -224,26 +224,34 @@ def paced_rollout(
                 v = (x_cur - x_prev).flatten(1)
             else:  # the first transported direction is the given displacement's
                 v = d if velocity == "transport" and d is not None else clean
+            known = None  # D(x_{i-1}), where the tangent step has computed it
             if step is None:
                 p = v
             else:
                 p, state, info = step(denoise, x_cur, v, state, solver_gen, i == 0 and j == 0)
                 infos.append(info)
+                known = info.denoised
             d = _rescale(p, torch.ones_like(target))
             with torch.no_grad():
-                # the step's own effect, D(x + c s d) - D(x): the noise alone moves the clean estimate along the
-                # manifold too (its tangent part survives denoising), which would swamp a slow video's progress
-                both = denoise(torch.cat([x_cur + (scale * target * d).view_as(x_cur), x_cur])).detach()
-            u, rest = both[: u0.shape[0]], both[u0.shape[0]:]
+                moved = x_cur + (scale * target * d).view_as(x_cur)
+                if not gain:
+                    u, rest = denoise(moved).detach(), None
+                elif known is not None:
+                    u, rest = denoise(moved).detach(), known.view_as(x_cur)
+                else:  # D(x_{i-1}) in the same batched call
+                    both = denoise(torch.cat([moved, x_cur])).detach()
+                    u, rest = both[: u0.shape[0]], both[u0.shape[0]:]
             if j == substeps - 1:
                 frames.append(u)
                 u = guard(u, i + 2)
-            moved = (u - u_prev).flatten(1)
+            shift = (u - u_prev).flatten(1)
             if gain:
+                # the step's own effect, D(x + c s d) - D(x): the noise alone moves the clean estimate along the
+                # manifold too (its tangent part survives denoising), which would swamp a slow video's progress
                 progress = _norm(u - rest)
                 ratio = torch.where(progress > 0, target / progress.clamp_min(torch.finfo(u.dtype).tiny),
                                     torch.full_like(progress, 2.0))
                 scale = (scale * ratio.clamp(0.5, 2.0) ** gain).clamp(0.25, 4.0)
-            clean, u_prev = moved, u
+            clean, u_prev = shift, u
             x_prev, x_cur = x_cur, u + _noise(u, sigma, generator)
     return guard.finish(torch.stack(frames, dim=1)), _info(guard, infos, u0)

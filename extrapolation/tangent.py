@@ -39,6 +39,7 @@ class TangentInfo(NamedTuple):
     applications: int  # operator applications per image: a JVP counts 1, a VJP counts 1
     iterations: int
     block: Tensor | None = None  # (B, m, N) all m = k + oversample Ritz vectors (block/subspace): a warm start
+    denoised: Tensor | None = None  # D(x) (B, N) where the operator computed it on the way
 
 
 def autograd_enabled(fn):
@@ -122,14 +123,16 @@ class _Operator:
         self.jacobian, self.fd_step = jacobian, float(fd_step)
         self.applications = 0
         self._f, self._x = denoise, x
-        self._base = None
+        self._base = None  # D(x) (B, N): from the VJPs' primal pass, else from the first forward difference's call
         if symmetric:
             # One primal pass with saved activations, reused by every VJP of the solve.
             base, self._vjp_fn = torch.func.vjp(denoise, x)
             self._base = base.detach().reshape(self.B, -1)
-        elif jacobian == "fd":
-            with torch.no_grad():
-                self._base = denoise(x).reshape(self.B, -1)
+
+    @property
+    def denoised(self) -> Tensor | None:
+        """D(x) (B, N) where the operator has computed it (a rollout reuses it), else None."""
+        return self._base
 
     def _jvp1(self, t: Tensor) -> Tensor:
         return torch.func.jvp(self._f, (self._x,), (t.reshape(self.shape),))[1].reshape(self.B, -1)
@@ -139,14 +142,20 @@ class _Operator:
 
     def _jvp_fd(self, t: Tensor) -> Tensor:
         """(m, B, N) -> (m, B, N) forward differences, all m*B perturbed images in one forward (or chunks)."""
-        m = t.shape[0]
         norm = t.norm(dim=-1, keepdim=True)
         unit = t / norm.clamp_min(torch.finfo(t.dtype).tiny)
-        xs = (self._x.reshape(1, self.B, -1) + self.fd_step * unit).reshape(m * self.B, *self.shape[1:])
-        step = m * self.B if self.chunk_size is None else self.chunk_size * self.B
+        xs = self._x.reshape(1, self.B, -1) + self.fd_step * unit
+        first = self._base is None
+        if first:  # D(x) itself rides in the same batched call as the first differences
+            xs = torch.cat([self._x.reshape(1, self.B, -1), xs])
+        n = xs.shape[0] * self.B
+        xs = xs.reshape(n, *self.shape[1:])
+        step = n if self.chunk_size is None else self.chunk_size * self.B
         with torch.no_grad():
-            out = torch.cat([self._f(xs[i:i + step]) for i in range(0, m * self.B, step)])
-        return (out.reshape(m, self.B, -1) - self._base) * (norm / self.fd_step)
+            out = torch.cat([self._f(xs[i:i + step]) for i in range(0, n, step)]).reshape(-1, self.B, t.shape[-1])
+        if first:
+            self._base, out = out[0], out[1:]
+        return (out - self._base) * (norm / self.fd_step)
 
     def __call__(self, cols: Tensor) -> Tensor:
         """(B,N,m) -> (B,N,m): A applied to each column, image by image."""
@@ -376,7 +385,7 @@ def tangent_basis(
         block = block.transpose(-1, -2).detach()
     basis = basis.transpose(-1, -2).contiguous()
     if return_info:
-        return basis, TangentInfo(theta.detach(), op.applications, iters, block)
+        return basis, TangentInfo(theta.detach(), op.applications, iters, block, op.denoised)
     return basis
 
 
@@ -397,7 +406,8 @@ def tangent_filter(
 
     A denoiser's Jacobian has eigenvalues ~1 along the manifold and ~0 across it, so powers of A keep v's
     tangent part and damp the rest, with no eigen-solve. x (B, C, H, W), v (B, N) or x's shape -> p (B, N), not
-    rescaled. With ``return_info`` also returns the operator applications per image.
+    rescaled. With ``return_info`` also returns the operator applications per image and D(x) (B, N), which the
+    operator computed on the way (None for the non-symmetric autodiff operator).
     """
     if power < 1:
         raise ValueError(f"power must be >= 1, got {power}")
@@ -408,7 +418,7 @@ def tangent_filter(
     for _ in range(power):
         p = op(p)
     p = p.squeeze(-1)
-    return (p, op.applications) if return_info else p
+    return (p, op.applications, op.denoised) if return_info else p
 
 
 # ---------------------------------------------------------------------------------------------- step objects
@@ -418,6 +428,7 @@ class StepInfo(NamedTuple):
     eigenvalues: Tensor  # (B, k) top-k eigenvalues at x (an eigen-projection), (B, 0) otherwise
     applications: int  # operator applications per image (a JVP, forward difference or VJP counts 1)
     iterations: int
+    denoised: Tensor | None = None  # D(x) (B, N) where the step computed it: a rollout need not denoise x again
 
 
 class TangentStep:
@@ -497,7 +508,7 @@ class EigenProjection(TangentStep):
                                     return_info=True, **kw)
         p = (basis.transpose(1, 2) @ (basis @ v.unsqueeze(-1))).squeeze(-1)
         warm = basis if info.block is None else info.block
-        return p, warm, StepInfo(info.eigenvalues, info.applications, info.iterations)
+        return p, warm, StepInfo(info.eigenvalues, info.applications, info.iterations, info.denoised)
 
     def describe(self) -> str:
         extra = ", fd" if self.jacobian == "fd" else ""
@@ -521,9 +532,9 @@ class PowerFilter(TangentStep):
         self._check_operator()
 
     def __call__(self, denoise, x, v, state, generator, first):
-        p, apps = tangent_filter(denoise, x, v, self.power, symmetric=self.symmetric, jacobian=self.jacobian,
-                                 fd_step=self.fd_step, chunk_size=self.chunk_size, return_info=True)
-        return p, None, StepInfo(x.new_zeros(x.shape[0], 0), apps, self.power)
+        p, apps, denoised = tangent_filter(denoise, x, v, self.power, symmetric=self.symmetric, jacobian=self.jacobian,
+                                           fd_step=self.fd_step, chunk_size=self.chunk_size, return_info=True)
+        return p, None, StepInfo(x.new_zeros(x.shape[0], 0), apps, self.power, denoised)
 
     def describe(self) -> str:
         return f"{'A' if self.symmetric else 'J'}^{self.power} v ({self.jacobian})"

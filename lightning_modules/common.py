@@ -3,7 +3,9 @@ injected-network hparams, memory format, fp32 evaluation and the optimiser."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import math
 from typing import Any
 
 import torch
@@ -49,18 +51,31 @@ def input_shape(module: nn.Module) -> tuple[int | None, int | None, int | None]:
     return c, None, None
 
 
-def configure_adam(module, lr: float, lr_schedule: str, step_size: int, gamma: float):
+def configure_adam(module, lr: float, lr_schedule: str, step_size: int, gamma: float, warmup: float = 0.0):
+    """Adam with the schedule `lr_schedule`; "cosine" rises linearly over the first `warmup` fraction of the run's
+    steps, then anneals to zero at the last step."""
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     if lr_schedule == "none":
         return optimizer
     if lr_schedule == "cosine":  # per step, over the whole run
         total = max(int(module.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        rise = int(round(warmup * total))
+        if rise == 0:  # the same schedule as LambdaLR(_warmup_cosine), and earlier checkpoints resume into it
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_warmup_cosine, rise=rise,
+                                                                                       total=total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
     if lr_schedule == "step":  # the cited work: halve every 100 epochs
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
     raise ValueError(f"lr_schedule must be 'cosine', 'step' or 'none', got {lr_schedule!r}")
+
+
+def _warmup_cosine(step: int, rise: int, total: int) -> float:
+    if step < rise:
+        return (step + 1) / (rise + 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - rise, total - rise) / max(total - rise, 1)))
 
 
 def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -29,8 +29,9 @@ class DenoiserModule(pl.LightningModule):
             sigma is loose; :class:`~lightning_modules.losses.InverseVarianceNoiseLoss` weighs each image by
             1 / (sigma^2 + sigma_floor^2), so every noise level is fitted to the same relative precision: the
             choice when extrapolating at small sigma). A config names it by ``class_path``.
-        lr, lr_schedule, lr_step_size, lr_gamma: Adam; "cosine" anneals per step to zero over
-            the run, "step" multiplies by ``lr_gamma`` every ``lr_step_size`` epochs.
+        lr, lr_schedule, lr_warmup, lr_step_size, lr_gamma: Adam; "cosine" rises linearly over the first
+            ``lr_warmup`` fraction of the run's steps, then anneals per step to zero at the end; "step" multiplies
+            by ``lr_gamma`` every ``lr_step_size`` epochs.
         val_sigmas: fixed noise levels at which val/test report PSNR (``val/psnr_25`` for 25/255).
         val_seed: seed of the val/test noise, drawn per batch index so epochs are comparable
             (assumes an unshuffled val loader).
@@ -46,6 +47,7 @@ class DenoiserModule(pl.LightningModule):
         noise_loss: NoiseLoss | None = None,
         lr: float = 1e-3,
         lr_schedule: Literal["cosine", "step", "none"] = "cosine",
+        lr_warmup: float = 0.0,
         lr_step_size: int = 100,
         lr_gamma: float = 0.5,
         val_sigmas: Sequence[float] = (15 / 255, 25 / 255, 50 / 255),
@@ -58,6 +60,8 @@ class DenoiserModule(pl.LightningModule):
         loss = build_network(noise_loss) if noise_loss is not None else NoiseLoss()
         if not (lr >= 0 and math.isfinite(lr)):  # 0 freezes the weights (tests/test_ddp.py)
             raise InputError(f"DenoiserModule: lr must be a non-negative number, got {lr}")
+        if not 0 <= lr_warmup < 1:
+            raise InputError(f"DenoiserModule: lr_warmup must be a fraction of the run in [0, 1), got {lr_warmup}")
         # save_hyperparameters reads these locals: class_path dicts, so checkpoints rebuild the objects
         network, sigma_sampler, noise_loss = network_hparam(net), network_hparam(sampler), network_hparam(loss)
         self.save_hyperparameters()
@@ -140,4 +144,4 @@ class DenoiserModule(pl.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return configure_adam(self, h.lr, h.lr_schedule, h.lr_step_size, h.lr_gamma)
+        return configure_adam(self, h.lr, h.lr_schedule, h.lr_step_size, h.lr_gamma, h.get("lr_warmup", 0.0))

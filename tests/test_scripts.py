@@ -461,13 +461,38 @@ def test_convergence_continues_a_resumed_run_and_interpolates(tmp_path, monkeypa
 
     run("version_0", [(0, 10, 20.0), (1, 20, 22.0), (2, 30, 23.0)], "null")  # stopped after step 30
     resumed = run("version_1", [(2, 30, 23.5), (3, 40, 24.0), (4, 50, 26.0)], "runs/exp/version_0/checkpoints/last.ckpt")
-    images, psnr = convergence.read_run(resumed)
+    images, psnr, seconds = convergence.read_run(resumed)
     assert images == [100, 200, 300, 400, 500] and psnr[25] == [20.0, 22.0, 23.5, 24.0, 26.0]
     assert psnr[50] == [15.0, 17.0, 18.5, 19.0, 21.0]
     assert convergence.at(images, psnr[25], 0.9) == pytest.approx(25.0)  # 450 images: half-way from 24 to 26
     assert convergence.at(images, psnr[25], 0.1) == 20.0  # before the first validation
     convergence.main([str(resumed)])
-    assert "| 15 | 0k | 27.75 | 29.00 | 30.00 | 31.00 | +1.000 |" in capsys.readouterr().out
+    assert "| 15 | 0k | nan | 27.75 | 29.00 | 30.00 | 31.00 | +1.000 |" in capsys.readouterr().out
+    assert all(math.isnan(t) for t in seconds)  # these runs logged no wall clock
+
+
+def test_convergence_reads_the_wall_clock_and_times_a_reference(tmp_path, capsys):
+    """Minutes to come within 0.1 dB of a reference run's final PSNR, linear between validations."""
+    from benchmarks import convergence
+
+    def run(name, rows):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text("data: {init_args: {batch_size: 10}}\n")
+        lines = ["epoch,step,time/fit_seconds,val/psnr_15,val/psnr_25,val/psnr_50"]
+        lines += [f"{e},{n},{t},{p + 5},{p},{p - 5}" for e, (n, t, p) in enumerate(rows)]
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+        return folder
+
+    new = run("new", [(10, 60.0, 20.0), (20, 120.0, 22.0), (30, 180.0, 24.0)])
+    ref = run("ref", [(10, 100.0, 21.0), (50, 600.0, 23.1)])
+    images, psnr, seconds = convergence.read_run(new)
+    assert seconds == [60.0, 120.0, 180.0]
+    assert convergence.reached(seconds, psnr[25], 23.0) == pytest.approx(150.0)
+    assert math.isnan(convergence.reached(seconds, psnr[25], 24.5))
+    convergence.main([str(new), str(ref), "--labels", "new", "ref", "--reference", str(ref)])
+    out = capsys.readouterr().out
+    assert "| new | 2.5 | 2.5 | 2.5 | 2.5 |" in out and "| ref | 9.6 | 9.6 | 9.6 | 9.6 |" in out  # 100 s + 2/2.1 of 500 s
 
 
 def test_table_cells_name_the_commit_the_script_started_from(tiny_checkpoints, tmp_path, monkeypatch):

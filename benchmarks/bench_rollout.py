@@ -11,7 +11,7 @@ commit).
 
     python -m benchmarks.bench_rollout --ckpt rot=runs/rot/.../last.ckpt --ckpt trans=... \\
         [--indices 10-19 --data-dir ../shared/data/mnist] [--trials 5] [--steps filter-J2 block ...] [--out FILE] \\
-        [--device gpu]
+        [--accelerator gpu]
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ STEPS = {  # name -> the tangent step (settings-file form); eigen steps take k f
     "block-fd": {"type": "eigen", "solver": "block", "jacobian": "fd"},  # as slow as block: run on request
     "subspace-A-fd-2": {"type": "eigen", "solver": "subspace", "jacobian": "fd", "track_iters": 2},
     "subspace-J-fd-2": {"type": "eigen", "solver": "subspace", "jacobian": "fd", "symmetric": False, "track_iters": 2},
+    "filter-J1": {"type": "filter", "power": 1, "symmetric": False},
     "filter-J2": {"type": "filter", "power": 2, "symmetric": False},
     "filter-A1": {"type": "filter", "power": 1},
     "filter-A2": {"type": "filter", "power": 2},
@@ -81,6 +82,21 @@ class Counted:
         return self.denoise(x)
 
 
+def fast_passes(denoise, channels_last: bool, bf16: bool):
+    """The module's D(x) = x - network(x) with the network in channels-last memory and/or under bfloat16 autocast
+    (output float32): what the baseline's rows `--fast-baseline` time. Not for forward differences (see docs)."""
+    import torch
+
+    net = denoise.__self__.network
+    net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    def den(x):
+        y = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return (y - net(y)).float().contiguous()
+    return den
+
+
 def _vjps_per_step(method) -> float:
     """VJPs per image per step of a method's tangent step (each worth about two forward passes)."""
     step = getattr(method, "step", None)
@@ -115,11 +131,16 @@ def bench(dataset: str, ckpt: str, args) -> list[str]:
     for name in args.steps:  # the Alg. 1 method with other steps, at its own sigma and eta
         step = dict(STEPS[name], **({"k": k} if STEPS[name]["type"] == "eigen" else {}))
         points[f"{args.method} {name}"] = tangent.with_overrides(step=step)
+    variants = {name: (method, None) for name, method in points.items()}
+    if args.fast_baseline:
+        for cl, bf in ((True, False), (False, True), (True, True)):
+            label = "+".join(n for n, on in (("channels-last", cl), ("bf16", bf)) if on)
+            variants[f"{args.baseline} {label}"] = (points[args.baseline], (cl, bf))
     rows, passes = {}, {}
-    for name, method in points.items():
+    for name, (method, fast) in variants.items():
         key = dict(checkpoint=provenance["sha256"], videos=overrides, trials=args.trials, settings=method.settings(),
-                   commit=ex.commit())
-        counted = Counted(models.denoise)
+                   commit=ex.commit(), passes="float32" if fast is None else list(fast))
+        counted = Counted(models.denoise if fast is None else fast_passes(models.denoise, *fast))
         run = dataclasses.replace(models, denoise=counted)
         rows[name] = cached_rows(args.cache, key, lambda method=method, run=run, counted=counted: dict(
             run_grid([method], run, videos, args.trials)[0],
@@ -163,10 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "step's, else 4)")
     p.add_argument("--steps", nargs="*", default=["filter-J2", "filter-A2"], choices=list(STEPS),
                    help="the --method with these steps beside its own (block and the subspace steps take minutes)")
+    p.add_argument("--fast-baseline", action="store_true",
+                   help="also time the baseline with channels-last and/or bfloat16 denoising passes")
     p.add_argument("--configs", type=Path, default=ex.CONFIGS)
     p.add_argument("--cache", type=Path, default=None,
                    help="JSON file of finished cells: a rerun with the same checkpoint, videos and settings reuses them")
-    p.add_argument("--device", default="cpu", help="auto, cpu or gpu")
+    p.add_argument("--accelerator", "--device", dest="device", default="cpu",
+                   help="auto, cpu or gpu (on a GPU the denoiser runs there; CPU runs take one torch thread)")
     p.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
     args = p.parse_args(argv)
     if ex.device(args.device).type == "cpu":

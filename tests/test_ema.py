@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from lightning.pytorch import Callback
+from PIL import Image
 
 import train
 from callbacks import EMA

@@ -380,7 +380,7 @@ def test_config_data_section_instantiates(config, monkeypatch):
     cls = getattr(datamodules, data.class_path.removeprefix("datamodules."))
     dm = cls(**data.init_args)
     assert dm.num_val_frames == 200  # paper A.4
-    assert dm.batch_size == {"weizmann": 64}.get(config, 32)  # per device; the configs say why
+    assert dm.batch_size == {"weizmann": 64, "trans": 16}.get(config, 32)  # per device; the configs say why
     if config != "weizmann":
         dm.setup()
         assert dm.videos.shape == (10, 100, 1, 20, 20)

@@ -1,4 +1,5 @@
 """Networks, Lightning modules and the auto-offline W&B logger (fast: tiny widths)."""
+import math
 import os
 import time
 from pathlib import Path
@@ -292,3 +293,32 @@ def test_loss_and_sampler_are_class_path_arguments_kept_by_checkpoints(tmp_path)
     assert (type(loaded.sigma_sampler), loaded.sigma_sampler.hi) == (UniformSigma, 0.3)
     with pytest.raises(ValueError, match="lr must be a non-negative number"):
         DenoiserModule(_Zero(), lr=float("nan"))
+
+
+def test_warmup_then_cosine_schedule():
+    """`lr_warmup`: linear rise over that fraction of the steps, then cosine to zero at the last step; 0 keeps
+    Lightning's CosineAnnealingLR (checkpoints of the earlier recipe resume into the same scheduler)."""
+    from types import SimpleNamespace
+
+    from lightning_modules.common import configure_adam
+
+    def lrs(warmup, total=100):
+        module = torch.nn.Linear(2, 2)
+        module.trainer = SimpleNamespace(estimated_stepping_batches=total)
+        out = configure_adam(module, 1.0, "cosine", 100, 0.5, warmup)
+        opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+        seen = []
+        for _ in range(total):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return sched, seen
+
+    sched, seen = lrs(0.1)
+    assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR)
+    assert seen[:10] == pytest.approx([(i + 1) / 11 for i in range(10)])  # the rise
+    assert seen[10] == pytest.approx(1.0) and seen[55] == pytest.approx(0.5)  # peak, then half-way down the cosine
+    assert seen[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    plain, flat = lrs(0.0)
+    assert isinstance(plain, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert flat[0] == 1.0 and flat[50] == pytest.approx(0.5)

@@ -83,11 +83,14 @@ class Counted:
 
 
 def fast_passes(denoise, channels_last: bool, bf16: bool):
-    """The module's D(x) = x - network(x) with the network in channels-last memory and/or under bfloat16 autocast
-    (output float32): what the baseline's rows `--fast-baseline` time. Not for forward differences (see docs)."""
+    """D(x) = x - network(x) with a copy of the module's network in channels-last memory and/or under bfloat16
+    autocast (output float32): what the baseline's rows `--fast-baseline` time. Not for forward differences (see
+    docs). A copy, so the float32 rows keep the network as loaded."""
+    import copy
+
     import torch
 
-    net = denoise.__self__.network
+    net = copy.deepcopy(denoise.__self__.network)
     net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def den(x):

@@ -34,7 +34,7 @@ def read_run(folder: Path) -> tuple[list[int], dict[int, list[float]], list[floa
             raise SystemExit(f"error: {path} does not exist (expected a finished run folder runs/<exp>/version_N)")
     settings = yaml.safe_load(config.read_text())
     batch = settings["data"]["init_args"]["batch_size"]
-    steps, psnr, seconds = [], {s: [] for s in SIGMAS}, []
+    steps, psnr = [], {s: [] for s in SIGMAS}
     clock: dict[int, float] = {}  # step -> seconds: a logger may write them on rows of their own
     with open(metrics, newline="") as f:
         for row in csv.DictReader(f):

@@ -36,11 +36,11 @@ class EMA(WeightAveraging):
 
     def _lerp(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
         # AveragedModel copies the weights at its first update (num_averaged 0) and calls this from the second on
+        # AveragedModel groups the tensors by dtype: integer buffers (BatchNorm's batch count) are copied
         if averaged and averaged[0].is_floating_point():
             torch._foreach_lerp_(averaged, current, 1.0 - self._beta)
         else:
-            for a, c in zip(averaged, current):
-                a.copy_(c if not a.is_floating_point() else a.lerp(c, 1.0 - self._beta))
+            torch._foreach_copy_(averaged, current)
 
     def decay(self, images_seen: float, images_per_step: float) -> float:
         """The per-step decay after `images_seen` training images (all devices)."""
